@@ -1,0 +1,162 @@
+"""The registry: one :class:`Spec` per normalizer, found by its one name.
+
+A Spec ties together everything normref knows about a normalizer:
+
+* ``function``  -- the public forward (numba fast path), e.g. ``normref.layer_norm``;
+* ``bind``      -- same signature as ``function``; validates the arguments and
+  returns a :class:`Plan` that computes the forward once and then serves
+  VJPs, JVPs and dense Jacobians from the saved residuals;
+* ``reference`` -- the autograd.numpy textbook formula with the same
+  signature (normref.reference), the independent oracle and the source of
+  second derivatives;
+* taxonomy metadata (``nap``, ``nop``, ``nrr``, ``family``), the conventions it
+  exposes as keyword options, and the paper;
+* ``examples``  -- ``examples(rng) -> [Case, ...]``: representative calls that the
+  generic test-suite and ``python -m normref check`` run.
+
+``normref.registry.REGISTRY`` maps name -> Spec; :func:`spec_of` finds the
+Spec of a public function, which is how :mod:`normref.autodiff` dispatches.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Callable, Mapping
+
+__all__ = ["Spec", "Case", "Plan", "REGISTRY", "register", "spec_of", "names"]
+
+
+@dataclass(frozen=True)
+class Case:
+    """One representative call: ``function(*args, **kwargs)``.
+
+    ``mutates`` lists positional indices of arrays the call updates in place
+    (running statistics); harnesses copy them before every call.
+    """
+
+    label: str
+    args: tuple
+    kwargs: Mapping[str, Any] = field(default_factory=dict)
+    mutates: tuple = ()
+
+    def fresh_args(self):
+        """``args`` with the mutated arrays copied, so a call leaves the case intact."""
+        return tuple(
+            a.copy() if i in self.mutates and a is not None else a
+            for i, a in enumerate(self.args)
+        )
+
+
+class Plan:
+    """A bound call of a normalizer: forward once, derivatives from residuals.
+
+    Subclasses set ``params``: the names of the differentiable array
+    parameters actually given (``input`` always first), and implement
+    ``_forward``, ``_vjp`` and ``_jvp``.  ``jacobian(name)`` may be overridden
+    with a closed form; the default stacks JVPs (or VJPs, whichever is fewer).
+    """
+
+    params: tuple = ()
+
+    def forward(self):
+        if not hasattr(self, "_y"):
+            self._y = self._forward()
+        return self._y
+
+    def vjp(self, cotangent):
+        """Return ``{param name: gradient}`` for the cotangent ``dy``."""
+        raise NotImplementedError  # pragma: no cover - abstract
+
+    def jvp(self, tangents):
+        """Return the output tangent for ``{param name: tangent}`` (missing = 0)."""
+        raise NotImplementedError  # pragma: no cover - abstract
+
+    def jacobian(self, name):
+        """Dense Jacobian of the output with respect to parameter ``name``.
+
+        Shape ``y.shape + param.shape``.  Default: one JVP per input element
+        or one VJP per output element, whichever is fewer; a Plan with a
+        closed form overrides this.
+        """
+        import numpy as np
+
+        y = self.forward()
+        p = self.value(name)
+        if p.size <= y.size:
+            cols = []
+            for j in range(p.size):
+                e = np.zeros(p.size)
+                e[j] = 1.0
+                cols.append(np.asarray(self.jvp({name: e.reshape(p.shape)})).ravel())
+            J = np.stack(cols, axis=1) if cols else np.zeros((y.size, 0))
+        else:
+            rows = []
+            for i in range(y.size):
+                e = np.zeros(y.size)
+                e[i] = 1.0
+                rows.append(np.asarray(self.vjp(e.reshape(y.shape))[name]).ravel())
+            J = np.stack(rows, axis=0) if rows else np.zeros((0, p.size))
+        return J.reshape(y.shape + p.shape)
+
+    def value(self, name):
+        """The float64 value of differentiable parameter ``name``."""
+        return self._values[name]
+
+
+@dataclass(frozen=True)
+class Spec:
+    name: str
+    function: Callable
+    bind: Callable
+    reference: Callable
+    family: str  # "activations" | "weights" | "gradients"
+    nap: str
+    nop: str
+    nrr: str
+    citation: str
+    examples: Callable
+    conventions: Mapping[str, str] = field(default_factory=dict)
+    #: parameter names that may be differentiated (when given as arrays)
+    differentiable: tuple = ("input",)
+    #: positional index -> parameter name, for the signature of ``function``
+    signature: tuple = ()
+
+    def __repr__(self):
+        return f"Spec({self.name!r}: NAP={self.nap}, NOP={self.nop}, NRR={self.nrr})"
+
+
+REGISTRY: dict[str, Spec] = {}
+_BY_FUNCTION: dict[Callable, Spec] = {}
+
+
+def register(spec: Spec) -> Spec:
+    if spec.name in REGISTRY:
+        raise ValueError(f"normalizer {spec.name!r} registered twice")
+    import inspect
+
+    params = tuple(inspect.signature(spec.function).parameters)
+    spec = Spec(**{**spec.__dict__, "signature": params})
+    REGISTRY[spec.name] = spec
+    _BY_FUNCTION[spec.function] = spec
+    return spec
+
+
+def spec_of(f) -> Spec:
+    """The Spec of a registered function (or its name)."""
+    if isinstance(f, str):
+        try:
+            return REGISTRY[f]
+        except KeyError:
+            raise KeyError(
+                f"no normalizer named {f!r}; registered: {', '.join(sorted(REGISTRY))}"
+            ) from None
+    try:
+        return _BY_FUNCTION[f]
+    except (KeyError, TypeError):
+        raise TypeError(
+            f"{getattr(f, '__name__', f)!r} is not a registered normref normalizer; "
+            f"registered: {', '.join(sorted(REGISTRY))}"
+        ) from None
+
+
+def names():
+    return sorted(REGISTRY)
