@@ -1,0 +1,434 @@
+"""Speed benchmark: normref vs PyTorch (CPU) vs NumPy, in float64.
+
+Measures, as medians over repeats after a warm-up call (which also compiles or
+loads the numba kernels):
+
+* batch_norm (training) and group_norm (32 groups) on (32, 64, 56, 56) and
+  layer_norm over the last axis of (64, 512, 768), all with weight and bias:
+
+  - forward;
+  - forward + backward: normref ``y, pb = normref.vjp(f, x, ..., w, b);
+    pb(dy)``; PyTorch ``torch.autograd.grad(y, (x, w, b), dy)`` (the
+    gradient of ``(y * dy).sum()``, without paying for the product and the
+    sum); NumPy a plain vectorized two-pass forward and the textbook
+    backward;
+  - a memcpy of the input (``np.copyto`` into a preallocated array): the unit.
+
+* the dense Jacobian of training-mode batch_norm (weight and bias given) on
+  (128, 16) with respect to the input: ``normref.jacobian`` against
+  ``torch.func.jacrev``.
+
+All numbers come from the same run; numba and torch both use ``--threads``
+threads (default 2).  Targets (printed with PASS/FAIL): forward + backward at
+least 1.5x faster than PyTorch on each op; forward within 2 memcpy times;
+Jacobian at least 10x faster than ``torch.func.jacrev``.  The exit status is 0
+unless something crashed; there are no timing assertions anywhere.
+
+Run: ``python benchmarks/speed.py [--quick] [--ops batch_norm,jacobian]``
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import sys
+import time
+
+import numpy as np
+
+EPS = 1e-5
+OPS = ("batch_norm", "group_norm", "layer_norm", "jacobian")
+FULL_SHAPES = {
+    "batch_norm": (32, 64, 56, 56),
+    "group_norm": (32, 64, 56, 56),
+    "layer_norm": (64, 512, 768),
+    "jacobian": (128, 16),
+}
+QUICK_SHAPES = {
+    "batch_norm": (4, 16, 14, 14),
+    "group_norm": (4, 64, 14, 14),
+    "layer_norm": (4, 32, 96),
+    "jacobian": (16, 4),
+}
+NUM_GROUPS = 32
+FWD_BWD_SPEEDUP = 1.5    # normref fwd+bwd at least this much faster than torch
+FWD_MEMCPY = 2.0         # normref forward within this many memcpy times
+JAC_SPEEDUP = 10.0       # normref Jacobian at least this much faster than jacrev
+
+
+# --------------------------------------------------------------------------
+# timing
+# --------------------------------------------------------------------------
+
+def median_time(fn, repeats, budget, warmup=1):
+    """Median wall time of ``fn()`` in seconds, after ``warmup`` calls.
+
+    Runs ``repeats`` timed calls, stopping early (after at least 3) once
+    ``budget`` seconds have been spent, so slow baselines do not dominate the
+    run time.
+    """
+    for _ in range(warmup):
+        fn()
+    times = []
+    spent = 0.0
+    while len(times) < repeats:
+        t0 = time.perf_counter()
+        fn()
+        dt = time.perf_counter() - t0
+        times.append(dt)
+        spent += dt
+        if len(times) >= 3 and spent > budget:
+            break
+    return statistics.median(times)
+
+
+# --------------------------------------------------------------------------
+# the three implementations
+# --------------------------------------------------------------------------
+
+def _layout(op, x):
+    """Return ``(view, axes)`` for the NumPy baseline: ``x`` reshaped so that
+    each normalization group is reduced over ``axes``."""
+    if op == "batch_norm":
+        return x, (0,) + tuple(range(2, x.ndim))
+    if op == "group_norm":
+        return x.reshape(x.shape[0], NUM_GROUPS, -1), (2,)
+    if op == "layer_norm":
+        return x, (x.ndim - 1,)
+    raise ValueError(op)
+
+
+def _pshape(op, x):
+    if op == "layer_norm":
+        return (x.shape[-1],)
+    return (1, x.shape[1]) + (1,) * (x.ndim - 2)
+
+
+def _paxes(op, x):
+    """Axes summed for dw / db."""
+    if op == "layer_norm":
+        return tuple(range(x.ndim - 1))
+    return (0,) + tuple(range(2, x.ndim))
+
+
+def numpy_forward(op, x, w, b, eps=EPS):
+    """Plain vectorized two-pass forward; returns ``(y, xhat, rstd)``."""
+    v, axes = _layout(op, x)
+    mean = v.mean(axis=axes, keepdims=True)
+    d = v - mean
+    var = np.mean(d * d, axis=axes, keepdims=True)
+    rstd = 1.0 / np.sqrt(var + eps)
+    xhat = (d * rstd).reshape(x.shape)
+    y = xhat * w.reshape(_pshape(op, x)) + b.reshape(_pshape(op, x))
+    return y, xhat, rstd
+
+
+def numpy_backward(op, x, w, dy, xhat, rstd):
+    r"""Textbook backward of standardize-then-affine.
+
+    .. math::
+
+       \hat g = dy \cdot w, \quad
+       dx = \frac{1}{\sigma}\left(\hat g - \overline{\hat g}
+            - \hat x\, \overline{\hat g \hat x}\right), \quad
+       dw = \sum dy\, \hat x, \quad db = \sum dy
+    """
+    pax = _paxes(op, x)
+    dw = np.sum(dy * xhat, axis=pax)
+    db = np.sum(dy, axis=pax)
+    g = dy * w.reshape(_pshape(op, x))
+    gv, axes = _layout(op, g)
+    xv, _ = _layout(op, xhat)
+    gm = gv.mean(axis=axes, keepdims=True)
+    gxm = np.mean(gv * xv, axis=axes, keepdims=True)
+    dx = (rstd * (gv - gm - xv * gxm)).reshape(x.shape)
+    return dx, dw, db
+
+
+def normref_call(normref, op, x, w, b):
+    """``(f, args)`` so that ``f(*args)`` is the normref forward of ``op``."""
+    if op == "batch_norm":
+        return normref.batch_norm, (x, None, None, w, b, True, 0.1, EPS)
+    if op == "group_norm":
+        return normref.group_norm, (x, NUM_GROUPS, w, b, EPS)
+    if op == "layer_norm":
+        return normref.layer_norm, (x, (x.shape[-1],), w, b, EPS)
+    raise ValueError(op)
+
+
+def torch_call(F, op, x, w, b):
+    if op == "batch_norm":
+        return F.batch_norm(x, None, None, w, b, training=True, eps=EPS)
+    if op == "group_norm":
+        return F.group_norm(x, NUM_GROUPS, w, b, EPS)
+    if op == "layer_norm":
+        return F.layer_norm(x, (x.shape[-1],), w, b, EPS)
+    raise ValueError(op)
+
+
+# --------------------------------------------------------------------------
+# formatting
+# --------------------------------------------------------------------------
+
+def fms(t):
+    return "n/a" if t is None else f"{t * 1e3:.2f}"
+
+
+def fratio(a, b):
+    if a is None or b is None or b == 0:
+        return "n/a"
+    return f"{a / b:.2f}"
+
+
+HEADER = (f"{'op':<11} {'pass':<8} | {'normref ms':>10} {'torch ms':>9} {'numpy ms':>9} "
+          f"{'memcpy ms':>9} | {'normref/torch':>13} {'normref/memcpy':>14} "
+          f"{'torch/memcpy':>12} {'numpy/memcpy':>12}")
+
+
+def row_line(op, label, t):
+    return (f"{op:<11} {label:<8} | {fms(t['normref']):>10} {fms(t['torch']):>9} "
+            f"{fms(t['numpy']):>9} {fms(t['memcpy']):>9} | "
+            f"{fratio(t['normref'], t['torch']):>13} {fratio(t['normref'], t['memcpy']):>14} "
+            f"{fratio(t['torch'], t['memcpy']):>12} {fratio(t['numpy'], t['memcpy']):>12}")
+
+
+def verdict(ok):
+    return "n/a" if ok is None else ("PASS" if ok else "FAIL")
+
+
+# --------------------------------------------------------------------------
+# main
+# --------------------------------------------------------------------------
+
+def bench_op(op, shape, normref, torch, repeats, budget):
+    """Time one op; return ``(fwd_times, fwdbwd_times, check_lines)``."""
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal(shape)
+    pshape = (shape[-1],) if op == "layer_norm" else (shape[1],)
+    w = rng.uniform(0.5, 1.5, pshape)
+    b = rng.standard_normal(pshape)
+    dy = rng.standard_normal(shape)
+
+    fwd = {"normref": None, "torch": None, "numpy": None, "memcpy": None}
+    both = dict(fwd)
+    checks = []
+
+    dst = np.empty_like(x)
+    fwd["memcpy"] = both["memcpy"] = median_time(lambda: np.copyto(dst, x), repeats, budget)
+    del dst
+    extra = median_time(lambda: x.copy(), repeats, budget)
+    checks.append(f"  {op}: x.copy() (allocating a fresh output, page faults included) "
+                  f"{extra * 1e3:.2f} ms = {extra / fwd['memcpy']:.2f} memcpy")
+
+    def np_fwd():
+        return numpy_forward(op, x, w, b)[0]
+
+    def np_both():
+        y, xhat, rstd = numpy_forward(op, x, w, b)
+        return numpy_backward(op, x, w, dy, xhat, rstd)
+
+    fwd["numpy"] = median_time(np_fwd, repeats, budget)
+    both["numpy"] = median_time(np_both, repeats, budget)
+
+    if normref is not None:
+        f, args = normref_call(normref, op, x, w, b)
+        fwd["normref"] = median_time(lambda: f(*args), repeats, budget)
+
+        def nr_both():
+            y, pb = normref.vjp(f, *args)
+            return pb(dy)
+
+        both["normref"] = median_time(nr_both, repeats, budget)
+
+    if torch is not None:
+        import torch.nn.functional as F
+
+        xt, wt, bt, dyt = (torch.from_numpy(a) for a in (x, w, b, dy))
+
+        def t_fwd():
+            with torch.no_grad():
+                return torch_call(F, op, xt, wt, bt)
+
+        fwd["torch"] = median_time(t_fwd, repeats, budget)
+        xg, wg, bg = (a.clone().requires_grad_(True) for a in (xt, wt, bt))
+
+        def t_both():
+            y = torch_call(F, op, xg, wg, bg)
+            return torch.autograd.grad(y, (xg, wg, bg), grad_outputs=dyt)
+
+        both["torch"] = median_time(t_both, repeats, budget)
+
+    # consistency of what was timed (not a timing assertion)
+    y_np = np_fwd()
+    dx_np, dw_np, db_np = np_both()
+    ref = {"numpy": (y_np, dx_np, dw_np, db_np)}
+    if normref is not None:
+        f, args = normref_call(normref, op, x, w, b)
+        y_nr, pb = normref.vjp(f, *args)
+        g = pb(dy)
+        ref["normref"] = (y_nr, g[0], g[-2], g[-1])
+    if torch is not None:
+        gt = t_both()
+        ref["torch"] = (t_fwd().numpy(),) + tuple(a.numpy() for a in gt)
+    if "normref" in ref:
+        for other in ("torch", "numpy"):
+            if other in ref:
+                diffs = [float(np.max(np.abs(a - c))) for a, c in zip(ref["normref"], ref[other])]
+                checks.append(f"  {op}: max |normref - {other}| of y, dx, dw, db: "
+                              + ", ".join(f"{d:.1e}" for d in diffs))
+    return fwd, both, checks
+
+
+def bench_jacobian(shape, normref, torch, repeats, budget):
+    rng = np.random.default_rng(1)
+    x = rng.standard_normal(shape)
+    w = rng.uniform(0.5, 1.5, shape[1])
+    b = rng.standard_normal(shape[1])
+    out = {"normref": None, "torch": None, "diff": None}
+    J_nr = J_t = None
+    if normref is not None:
+        def nr():
+            return normref.jacobian(normref.batch_norm, x, None, None, w, b, True, wrt=0)
+        out["normref"] = median_time(nr, repeats, budget)
+        J_nr = nr()
+    if torch is not None:
+        import torch.nn.functional as F
+        from torch.func import jacrev
+
+        xt, wt, bt = (torch.from_numpy(a) for a in (x, w, b))
+
+        def fn(xx):
+            return F.batch_norm(xx, None, None, wt, bt, training=True, eps=EPS)
+
+        def tj():
+            return jacrev(fn)(xt)
+        out["torch"] = median_time(tj, repeats, budget)
+        J_t = tj().numpy()
+    if J_nr is not None and J_t is not None:
+        out["diff"] = float(np.max(np.abs(np.asarray(J_nr) - J_t)))
+    return out
+
+
+def load(argv_threads):
+    try:
+        import numba
+        numba.set_num_threads(min(argv_threads, numba.config.NUMBA_NUM_THREADS))
+        nthreads = numba.get_num_threads()
+    except Exception as exc:  # noqa: BLE001
+        nthreads = f"n/a ({exc})"
+    try:
+        import normref
+        for op in ("batch_norm", "group_norm", "layer_norm", "vjp", "jacobian"):
+            getattr(normref, op)
+        nerr = None
+    except Exception as exc:  # noqa: BLE001
+        normref, nerr = None, f"{type(exc).__name__}: {exc}"
+    try:
+        import torch
+        torch.set_num_threads(argv_threads)
+        terr = None
+    except Exception as exc:  # noqa: BLE001
+        torch, terr = None, f"{type(exc).__name__}: {exc}"
+    return nthreads, normref, nerr, torch, terr
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--quick", action="store_true",
+                    help="small shapes and few repeats (smoke run; figures meaningless)")
+    ap.add_argument("--ops", default=",".join(OPS),
+                    help=f"comma-separated subset of {','.join(OPS)}")
+    ap.add_argument("--repeats", type=int, default=None,
+                    help="timed calls per measurement (default 9, quick 3)")
+    ap.add_argument("--threads", type=int, default=2,
+                    help="numba and torch threads (default 2)")
+    args = ap.parse_args(argv)
+    ops = [o.strip() for o in args.ops.split(",") if o.strip()]
+    for o in ops:
+        if o not in OPS:
+            ap.error(f"unknown op {o!r}; choose from {', '.join(OPS)}")
+    shapes = QUICK_SHAPES if args.quick else FULL_SHAPES
+    repeats = args.repeats or (3 if args.quick else 9)
+    budget = 0.5 if args.quick else 4.0
+
+    t_start = time.perf_counter()
+    nthreads, normref, nerr, torch, terr = load(args.threads)
+    print(f"speed: float64, median of up to {repeats} timed calls after a warm-up call; "
+          f"numba threads {nthreads}, torch threads "
+          f"{torch.get_num_threads() if torch is not None else 'n/a'}"
+          + (" [--quick: tiny shapes, figures not meaningful]" if args.quick else ""))
+    if normref is None:
+        print(f"note: normref column skipped, normref did not import ({nerr})")
+    if torch is None:
+        print(f"note: torch column skipped, torch did not import ({terr})")
+    else:
+        print(f"torch {torch.__version__}; numpy {np.__version__}")
+    try:
+        print("load average at start (1/5/15 min): %.2f %.2f %.2f -- other processes on "
+              "the cores inflate and scatter the figures" % os.getloadavg())
+    except OSError:
+        pass
+    print("all ops with weight and bias; fwd+bwd returns dx, dw, db "
+          "(torch: autograd.grad(y, (x, w, b), dy))")
+    print()
+
+    targets = []
+    checks = []
+    norm_ops = [o for o in ops if o != "jacobian"]
+    if norm_ops:
+        print(HEADER)
+        print("-" * len(HEADER))
+    for op in norm_ops:
+        shape = shapes[op]
+        fwd, both, chk = bench_op(op, shape, normref, torch, repeats, budget)
+        checks += chk
+        print(row_line(op, "forward", fwd) + f"   {shape}"
+              + (f", {NUM_GROUPS} groups" if op == "group_norm" else "")
+              + (f", normalized_shape ({shape[-1]},)" if op == "layer_norm" else ""))
+        print(row_line("", "fwd+bwd", both))
+        sys.stdout.flush()
+        if fwd["normref"] is not None and both["torch"] is not None:
+            speedup = both["torch"] / both["normref"]
+            targets.append(f"{op} fwd+bwd: normref {speedup:.2f}x faster than torch "
+                           f"(target >= {FWD_BWD_SPEEDUP:g}x): {verdict(speedup >= FWD_BWD_SPEEDUP)}")
+        else:
+            targets.append(f"{op} fwd+bwd vs torch (target >= {FWD_BWD_SPEEDUP:g}x): n/a")
+        if fwd["normref"] is not None:
+            r = fwd["normref"] / fwd["memcpy"]
+            targets.append(f"{op} forward: normref = {r:.2f} memcpy "
+                           f"(target <= {FWD_MEMCPY:g}): {verdict(r <= FWD_MEMCPY)}")
+        else:
+            targets.append(f"{op} forward vs memcpy (target <= {FWD_MEMCPY:g}): n/a")
+
+    if "jacobian" in ops:
+        shape = shapes["jacobian"]
+        jr = bench_jacobian(shape, normref, torch, repeats, budget)
+        print()
+        print(f"dense Jacobian of batch_norm (training, weight and bias) on {shape} "
+              f"w.r.t. input, shape {shape + shape}")
+        print(f"{'normref.jacobian ms':>20} {'torch.func.jacrev ms':>21} {'torch/normref':>14}")
+        print(f"{fms(jr['normref']):>20} {fms(jr['torch']):>21} "
+              f"{fratio(jr['torch'], jr['normref']):>14}")
+        if jr["diff"] is not None:
+            checks.append(f"  jacobian: max |J_normref - J_torch| = {jr['diff']:.1e}")
+        if jr["normref"] is not None and jr["torch"] is not None:
+            s = jr["torch"] / jr["normref"]
+            targets.append(f"jacobian: normref {s:.2f}x faster than torch.func.jacrev "
+                           f"(target >= {JAC_SPEEDUP:g}x): {verdict(s >= JAC_SPEEDUP)}")
+        else:
+            targets.append(f"jacobian vs torch.func.jacrev (target >= {JAC_SPEEDUP:g}x): n/a")
+
+    if checks:
+        print()
+        print("reference points and agreement of the timed computations:")
+        print("\n".join(checks))
+    print()
+    print("targets:")
+    for t in targets:
+        print("  " + t)
+    print(f"({time.perf_counter() - t_start:.1f} s)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,68 @@
+"""Batch group normalization (Zhou et al. 2020, "Batch Group Normalization")."""
+from __future__ import annotations
+
+from .. import reference
+from ..partition import Partition
+from ..registry import Case, Spec, register
+from ..standardize import Standardization
+from ._common import affine_param, eps_value, input_array
+from .group_norm import channel_groups
+
+__all__ = ["batch_group_norm"]
+
+
+def _bind(input, num_groups, weight=None, bias=None, eps=1e-5):
+    x = input_array(input, 2)
+    N, C, HW, G = channel_groups(x, num_groups)
+    if N * (C // G) * HW == 1:
+        raise ValueError(
+            f"Expected more than 1 value per group, got input of shape {x.shape} with "
+            f"num_groups={G}"
+        )
+    part = Partition("batch_group_norm", (N, G, C // G, HW), group_axes=(1,), affine_axes=(1, 2))
+    ctx = f"one value per channel, input shape {x.shape}"
+    w = affine_param("weight", weight, (C,), ctx)
+    b = affine_param("bias", bias, (C,), ctx)
+    return Standardization(x, part, eps=eps_value(eps), weight=w, bias=b)
+
+
+def batch_group_norm(input, num_groups, weight=None, bias=None, eps=1e-5):
+    r"""Batch group normalization: statistics per channel group over the batch.
+
+    .. math::
+
+        y = \frac{x - \mu_g}{\sqrt{\sigma_g^2 + \epsilon}} \gamma_c + \beta_c
+
+    Channels ``[g C/G, (g+1) C/G)`` form group ``g``; mean and biased variance
+    over (N, C/G, spatial).  Per-channel affine, eps inside the root.  Batch
+    statistics only (the training-mode forward of the paper).  G = C is batch
+    norm; G = 1 normalizes the whole batch with one mean and variance.
+
+    Zhou, Sun, Ye, Lan, Luo, Lai, Esperanca, Yang & Li, "Batch Group
+    Normalization", 2020.
+    """
+    return _bind(input, num_groups, weight, bias, eps).forward()
+
+
+def _examples(rng):
+    x = rng.standard_normal((3, 4, 2, 2))
+    return [
+        Case("G=2 affine", (x, 2, rng.standard_normal(4), rng.standard_normal(4))),
+        Case("G=1", (x * 2 + 1e4, 1)),
+        Case("G=C 2d", (rng.standard_normal((5, 3)), 3, None, rng.standard_normal(3))),
+    ]
+
+
+register(Spec(
+    name="batch_group_norm",
+    function=batch_group_norm,
+    bind=_bind,
+    reference=reference.batch_group_norm,
+    family="activations",
+    nap="batch-group: (N, C/G, spatial) per channel group",
+    nop="standardize",
+    nrr="affine per channel",
+    citation="Zhou et al. 2020, Batch Group Normalization, arXiv preprint",
+    examples=_examples,
+    differentiable=("input", "weight", "bias"),
+))

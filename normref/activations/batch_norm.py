@@ -1,0 +1,142 @@
+"""Batch normalization (Ioffe & Szegedy 2015, arXiv:1502.03167)."""
+from __future__ import annotations
+
+import numpy as np
+
+from .. import reference
+from ..partition import Partition
+from ..registry import Case, Spec, register
+from ..standardize import FixedStats, Standardization
+from ._common import RunningStats, affine_param, channel_axis_of, eps_value, input_array
+from ..numerics import as_float64, check_shape
+
+__all__ = ["batch_norm"]
+
+
+def channel_partition(name, x, axis):
+    """(before, C, after): one group per channel, statistics over all other axes."""
+    before = int(np.prod(x.shape[:axis], dtype=np.int64))
+    after = int(np.prod(x.shape[axis + 1:], dtype=np.int64))
+    return Partition(name, (before, x.shape[axis], after), group_axes=(1,), affine_axes=(1,))
+
+
+def running_buffers_fixed(running_mean, running_var, C):
+    """Running statistics as the fixed statistics of eval mode (differentiable)."""
+    for name, buf in (("running_mean", running_mean), ("running_var", running_var)):
+        if buf is None:
+            raise ValueError(f"{name} is required when training=False (eval mode uses running statistics)")
+    rm = as_float64("running_mean", running_mean)
+    rv = as_float64("running_var", running_var)
+    check_shape("running_mean", rm, (C,), "one value per channel")
+    check_shape("running_var", rv, (C,), "one value per channel")
+    return FixedStats(rm, rv, names=("running_mean", "running_var"))
+
+
+def _bind(input, running_mean, running_var, weight=None, bias=None, training=False,
+          momentum=0.1, eps=1e-5, *, channel_axis=1, momentum_convention="torch",
+          running_var_unbiased=True, num_batches_tracked=None):
+    x = input_array(input, 2)
+    ax = channel_axis_of(x, channel_axis)
+    C = x.shape[ax]
+    part = channel_partition("batch_norm", x, ax)
+    ctx = f"one value per channel, input shape {x.shape}, channel axis {ax}"
+    w = affine_param("weight", weight, (C,), ctx)
+    b = affine_param("bias", bias, (C,), ctx)
+    eps = eps_value(eps)
+    if not training:
+        return Standardization(x, part, eps=eps, weight=w, bias=b,
+                               fixed=running_buffers_fixed(running_mean, running_var, C))
+    count = part.group_size
+    if count == 1:
+        raise ValueError(
+            f"Expected more than 1 value per channel when training, got input of shape {x.shape} "
+            f"(channel axis {ax}): the batch variance of one value is undefined"
+        )
+    running = RunningStats(running_mean, running_var, C, momentum=momentum,
+                           momentum_convention=momentum_convention,
+                           unbiased=running_var_unbiased,
+                           num_batches_tracked=num_batches_tracked)
+
+    def update(plan):
+        running.update(plan.group_mean(), plan.group_var(), count)
+
+    return Standardization(x, part, eps=eps, weight=w, bias=b,
+                           on_forward=update if running.active else None)
+
+
+def batch_norm(input, running_mean, running_var, weight=None, bias=None, training=False,
+               momentum=0.1, eps=1e-5, *, channel_axis=1, momentum_convention="torch",
+               running_var_unbiased=True, num_batches_tracked=None):
+    r"""Batch normalization, per channel over the batch and spatial axes.
+
+    .. math::
+
+        y = \frac{x - \mu_B}{\sqrt{\sigma_B^2 + \epsilon}} \gamma + \beta
+
+    Training: :math:`\mu_B, \sigma_B^2` are the mean and the biased variance of
+    each channel over every other axis, and the running statistics are
+    updated in place (PyTorch): ``running = (1 - m) running + m batch`` with
+    the *unbiased* batch variance ``n/(n-1) var``.  Eval
+    (``training=False``): :math:`\mu, \sigma^2` are ``running_mean``,
+    ``running_var`` (then differentiable arguments too).  Mirrors
+    ``torch.nn.functional.batch_norm``.
+
+    Conventions (keyword options; PyTorch is the default):
+    ``channel_axis`` (1; -1 for channels-last), ``momentum_convention``
+    (``"torch"`` or ``"keras"``: ``running = m running + (1 - m) batch``),
+    ``running_var_unbiased`` (False: biased, as Keras / Flax / ONNX),
+    ``momentum=None`` with ``num_batches_tracked`` (cumulative average, the
+    counter incremented in place).  Momentum outside [0, 1] and negative eps
+    are applied literally; ``var + eps <= 0`` raises.
+
+    Training with one value per channel raises ValueError (PyTorch's
+    "Expected more than 1 value per channel when training"); an empty batch
+    returns an empty output and leaves the running statistics unchanged.
+
+    Numerics: corrected two-pass moments with compensated sums, eps inside the
+    root, float64 output.
+
+    Ioffe & Szegedy, "Batch Normalization: Accelerating Deep Network Training
+    by Reducing Internal Covariate Shift", ICML 2015.
+    """
+    return _bind(input, running_mean, running_var, weight, bias, training, momentum, eps,
+                 channel_axis=channel_axis, momentum_convention=momentum_convention,
+                 running_var_unbiased=running_var_unbiased,
+                 num_batches_tracked=num_batches_tracked).forward()
+
+
+def _examples(rng):
+    x = rng.standard_normal((4, 3, 2, 2))
+    x2 = rng.standard_normal((6, 4)) * 2.0 - 1.0
+    w, b = rng.standard_normal(3) + 1.5, rng.standard_normal(3)
+    rm, rv = rng.standard_normal(3), rng.uniform(0.5, 2.0, 3)
+    return [
+        Case("train NCHW affine", (x, rm.copy(), rv.copy(), w, b, True), mutates=(1, 2)),
+        Case("train 2d no stats", (x2, None, None, None, None, True)),
+        Case("train offset 1e4", (x2 + 1e4, None, None, rng.standard_normal(4), None, True)),
+        Case("train channels-last", (np.moveaxis(x, 1, -1).copy(), None, None, w, b, True),
+             {"channel_axis": -1}),
+        Case("eval", (x, rm, rv, w, b, False)),
+        Case("eval keras-style eps", (x2, rng.standard_normal(4), rng.uniform(0.5, 2.0, 4)), {"eps": 1e-3}),
+    ]
+
+
+register(Spec(
+    name="batch_norm",
+    function=batch_norm,
+    bind=_bind,
+    reference=reference.batch_norm,
+    family="activations",
+    nap="batch: (N, spatial) per channel",
+    nop="standardize (batch statistics in training, running statistics in eval)",
+    nrr="affine per channel",
+    citation="Ioffe & Szegedy 2015, Batch Normalization, ICML, arXiv:1502.03167",
+    examples=_examples,
+    conventions={
+        "momentum_convention": "torch: new = (1-m) old + m batch; keras: new = m old + (1-m) batch",
+        "running_var_unbiased": "True: running variance gets n/(n-1) var (PyTorch); False: biased",
+        "channel_axis": "1 (NCHW, PyTorch); -1 for channels-last",
+        "eps": "inside the square root, default 1e-5",
+    },
+    differentiable=("input", "weight", "bias", "running_mean", "running_var"),
+))

@@ -1,0 +1,86 @@
+"""Group normalization (Wu & He 2018, arXiv:1803.08494)."""
+from __future__ import annotations
+
+import numpy as np
+
+from .. import reference
+from ..partition import Partition
+from ..registry import Case, Spec, register
+from ..standardize import Standardization
+from ._common import affine_param, eps_value, input_array, positive_int
+
+__all__ = ["group_norm"]
+
+
+def channel_groups(x, num_groups):
+    """(N, C, HW, C // G) after checking that G divides C."""
+    G = positive_int("num_groups", num_groups)
+    N, C = x.shape[:2]
+    if C % G:
+        raise ValueError(
+            f"num_groups={G} must divide the number of channels C={C} (input shape {x.shape})"
+        )
+    return N, C, int(np.prod(x.shape[2:], dtype=np.int64)), G
+
+
+def _bind(input, num_groups, weight=None, bias=None, eps=1e-5, *, affine="channel"):
+    x = input_array(input, 2)
+    N, C, HW, G = channel_groups(x, num_groups)
+    if affine == "channel":
+        pshape, axes = (C,), (1, 2)
+    elif affine == "group":
+        pshape, axes = (G,), (1,)
+    else:
+        raise ValueError(f"affine must be 'channel' or 'group', got {affine!r}")
+    part = Partition("group_norm", (N, G, C // G, HW), group_axes=(0, 1), affine_axes=axes)
+    ctx = f"affine={affine!r}, input shape {x.shape}, num_groups {G}"
+    w = affine_param("weight", weight, pshape, ctx)
+    b = affine_param("bias", bias, pshape, ctx)
+    return Standardization(x, part, eps=eps_value(eps), weight=w, bias=b)
+
+
+def group_norm(input, num_groups, weight=None, bias=None, eps=1e-5, *, affine="channel"):
+    r"""Group normalization: per sample, over groups of C/G channels and space.
+
+    .. math::
+
+        y = \frac{x - \mu_{ng}}{\sqrt{\sigma_{ng}^2 + \epsilon}} \gamma + \beta
+
+    Channels ``[g C/G, (g+1) C/G)`` form group ``g`` (PyTorch order); mean and
+    biased variance over those channels and all spatial axes of one sample.
+    ``affine="channel"`` (PyTorch, ONNX opset 21): ``weight``/``bias`` of
+    shape (C,); ``affine="group"`` (ONNX GroupNormalization opset 18): shape
+    (num_groups,).  Mirrors ``torch.nn.functional.group_norm``; eps inside the
+    root.  ``num_groups`` must be a positive divisor of C (ValueError).
+
+    Wu & He, "Group Normalization", ECCV 2018.
+    """
+    return _bind(input, num_groups, weight, bias, eps, affine=affine).forward()
+
+
+def _examples(rng):
+    x = rng.standard_normal((2, 6, 3, 2))
+    w, b = rng.standard_normal(6), rng.standard_normal(6)
+    return [
+        Case("G=3 per channel", (x, 3, w, b)),
+        Case("G=2 per group", (x, 2, rng.standard_normal(2), rng.standard_normal(2)), {"affine": "group"}),
+        Case("G=1 (layer-like)", (x + 1e4, 1)),
+        Case("G=C (instance-like)", (x, 6, w, None), {"eps": 1e-3}),
+        Case("no spatial", (rng.standard_normal((3, 4)), 2, None, rng.standard_normal(4))),
+    ]
+
+
+register(Spec(
+    name="group_norm",
+    function=group_norm,
+    bind=_bind,
+    reference=reference.group_norm,
+    family="activations",
+    nap="group: (C/G, spatial) per (n, g)",
+    nop="standardize",
+    nrr="affine per channel (or per group, ONNX opset 18)",
+    citation="Wu & He 2018, Group Normalization, ECCV, arXiv:1803.08494",
+    examples=_examples,
+    conventions={"affine": "channel: weight (C,) (PyTorch, ONNX-21); group: weight (G,) (ONNX-18)"},
+    differentiable=("input", "weight", "bias"),
+))

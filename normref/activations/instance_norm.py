@@ -1,0 +1,93 @@
+"""Instance normalization (Ulyanov, Vedaldi & Lempitsky 2016, arXiv:1607.08022)."""
+from __future__ import annotations
+
+import numpy as np
+
+from .. import reference
+from ..partition import Partition
+from ..registry import Case, Spec, register
+from ..standardize import Standardization
+from ._common import RunningStats, affine_param, eps_value, input_array
+from .batch_norm import running_buffers_fixed
+
+__all__ = ["instance_norm"]
+
+
+def _bind(input, running_mean=None, running_var=None, weight=None, bias=None,
+          use_input_stats=True, momentum=0.1, eps=1e-5):
+    x = input_array(input, 2)
+    N, C = x.shape[:2]
+    HW = int(np.prod(x.shape[2:], dtype=np.int64))
+    part = Partition("instance_norm", (N, C, HW), group_axes=(0, 1), affine_axes=(1,))
+    ctx = f"one value per channel, input shape {x.shape}"
+    w = affine_param("weight", weight, (C,), ctx)
+    b = affine_param("bias", bias, (C,), ctx)
+    eps = eps_value(eps)
+    if not use_input_stats:
+        return Standardization(x, part, eps=eps, weight=w, bias=b,
+                               fixed=running_buffers_fixed(running_mean, running_var, C))
+    if HW == 1:
+        raise ValueError(
+            f"Expected more than 1 spatial element when training, got input of shape {x.shape}: "
+            "instance statistics of one value are undefined"
+        )
+    running = RunningStats(running_mean, running_var, C, momentum=momentum)
+
+    def update(plan):
+        # PyTorch: average over the batch of the per-instance statistics
+        unb = HW / (HW - 1)
+        running.unbiased = False
+        running.update(plan.group_mean().mean(axis=0), (plan.group_var() * unb).mean(axis=0), HW)
+
+    return Standardization(x, part, eps=eps, weight=w, bias=b,
+                           on_forward=update if running.active else None)
+
+
+def instance_norm(input, running_mean=None, running_var=None, weight=None, bias=None,
+                  use_input_stats=True, momentum=0.1, eps=1e-5):
+    r"""Instance normalization: per sample and channel, over the spatial axes.
+
+    .. math::
+
+        y_{nc} = \frac{x_{nc} - \mu_{nc}}{\sqrt{\sigma_{nc}^2 + \epsilon}} \gamma_c + \beta_c
+
+    with mean and biased variance over the spatial axes of each (n, c).
+    Mirrors ``torch.nn.functional.instance_norm``: with ``use_input_stats``
+    (default) the instance statistics are used and, if given, the running
+    statistics updated in place with the batch average of the per-instance
+    means and unbiased variances; ``use_input_stats=False`` normalizes with
+    ``running_mean`` / ``running_var`` (then differentiable).  One spatial
+    element with ``use_input_stats`` raises ValueError.  eps inside the root.
+
+    Ulyanov, Vedaldi & Lempitsky, "Instance Normalization: The Missing
+    Ingredient for Fast Stylization", 2016.
+    """
+    return _bind(input, running_mean, running_var, weight, bias, use_input_stats,
+                 momentum, eps).forward()
+
+
+def _examples(rng):
+    x = rng.standard_normal((2, 3, 4, 2))
+    w, b = rng.standard_normal(3), rng.standard_normal(3)
+    rm, rv = rng.standard_normal(3), rng.uniform(0.5, 2.0, 3)
+    return [
+        Case("affine", (x, None, None, w, b)),
+        Case("running update", (x * 3 + 1, rm.copy(), rv.copy(), w, None), mutates=(1, 2)),
+        Case("1d spatial", (rng.standard_normal((3, 2, 7)),)),
+        Case("running stats", (x, rm, rv, w, b, False)),
+    ]
+
+
+register(Spec(
+    name="instance_norm",
+    function=instance_norm,
+    bind=_bind,
+    reference=reference.instance_norm,
+    family="activations",
+    nap="instance: spatial per (n, c)",
+    nop="standardize (optional running statistics)",
+    nrr="affine per channel",
+    citation="Ulyanov, Vedaldi & Lempitsky 2016, Instance Normalization, arXiv:1607.08022",
+    examples=_examples,
+    differentiable=("input", "weight", "bias", "running_mean", "running_var"),
+))

@@ -1,0 +1,100 @@
+"""Layer normalization (Ba, Kiros & Hinton 2016, arXiv:1607.06450)."""
+from __future__ import annotations
+
+import numbers
+
+import numpy as np
+
+from .. import reference
+from ..partition import Partition
+from ..registry import Case, Spec, register
+from ..standardize import Standardization
+from ._common import affine_param, eps_value, input_array
+
+__all__ = ["layer_norm"]
+
+
+def normalized_shape_of(input, normalized_shape):
+    """Validate ``normalized_shape`` against the trailing axes of ``input``."""
+    if isinstance(normalized_shape, numbers.Integral) and not isinstance(normalized_shape, bool):
+        normalized_shape = (int(normalized_shape),)
+    try:
+        shape = tuple(int(n) for n in normalized_shape)
+    except TypeError:
+        raise TypeError(
+            f"normalized_shape must be an int or a tuple of ints, got {normalized_shape!r}"
+        ) from None
+    k = len(shape)
+    if k == 0 or input.shape[input.ndim - k:] != shape or input.ndim < k:
+        raise ValueError(
+            f"normalized_shape {shape} must equal the trailing dimensions of input, "
+            f"got input of shape {input.shape}"
+        )
+    return shape
+
+
+def trailing_partition(name, input, shape):
+    """Rows x features: one group per leading index, statistics over the trailing shape."""
+    feat = int(np.prod(shape, dtype=np.int64))
+    rows = int(np.prod(input.shape[: input.ndim - len(shape)], dtype=np.int64))
+    return Partition(name, (rows, feat), group_axes=(0,), affine_axes=(1,))
+
+
+def _bind(input, normalized_shape, weight=None, bias=None, eps=1e-5):
+    x = input_array(input, 1, layout="(*, normalized_shape)")
+    shape = normalized_shape_of(x, normalized_shape)
+    ctx = f"normalized_shape {shape}"
+    w = affine_param("weight", weight, shape, ctx)
+    b = affine_param("bias", bias, shape, ctx)
+    return Standardization(
+        x, trailing_partition("layer_norm", x, shape), eps=eps_value(eps), weight=w, bias=b
+    )
+
+
+def layer_norm(input, normalized_shape, weight=None, bias=None, eps=1e-5):
+    r"""Layer normalization over the trailing ``normalized_shape`` axes.
+
+    .. math::
+
+        y = \frac{x - \mathrm{E}[x]}{\sqrt{\mathrm{Var}[x] + \epsilon}} \gamma + \beta
+
+    with mean and biased (population) variance over the last
+    ``len(normalized_shape)`` axes of each sample; ``weight`` (:math:`\gamma`)
+    and ``bias`` (:math:`\beta`) have shape ``normalized_shape``.  Mirrors
+    ``torch.nn.functional.layer_norm``.  eps inside the root.
+
+    Numerics: corrected two-pass moments with compensated sums (a few float64
+    ulps from the exact result at any offset), float64 output.
+
+    Ba, Kiros & Hinton, "Layer Normalization", 2016.
+    """
+    return _bind(input, normalized_shape, weight, bias, eps).forward()
+
+
+def _examples(rng):
+    x = rng.standard_normal((3, 8))
+    x3 = rng.standard_normal((2, 3, 4, 5)) * 3.0 + 2.0
+    w, b = rng.standard_normal(8), rng.standard_normal(8)
+    w2, b2 = rng.standard_normal((4, 5)), rng.standard_normal((4, 5))
+    return [
+        Case("2d affine", (x, (8,), w, b)),
+        Case("2d plain", (x, 8)),
+        Case("4d over (4,5)", (x3, (4, 5), w2, b2), {"eps": 1e-3}),
+        Case("offset 1e4", (x + 1e4, (8,), w, None)),
+        Case("1d", (rng.standard_normal(6), (6,))),
+    ]
+
+
+register(Spec(
+    name="layer_norm",
+    function=layer_norm,
+    bind=_bind,
+    reference=reference.layer_norm,
+    family="activations",
+    nap="layer: trailing normalized_shape per sample",
+    nop="standardize",
+    nrr="affine (elementwise over normalized_shape)",
+    citation="Ba, Kiros & Hinton 2016, Layer Normalization, arXiv:1607.06450",
+    examples=_examples,
+    differentiable=("input", "weight", "bias"),
+))

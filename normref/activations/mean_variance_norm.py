@@ -1,0 +1,81 @@
+"""ONNX MeanVarianceNormalization."""
+from __future__ import annotations
+
+import numbers
+
+from .. import reference
+from ..partition import Partition
+from ..registry import Case, Spec, register
+from ..standardize import Standardization
+from ._common import eps_value, input_array
+
+__all__ = ["mean_variance_norm"]
+
+
+def _axes_of(x, axes):
+    if isinstance(axes, numbers.Integral) and not isinstance(axes, bool):
+        axes = (axes,)
+    try:
+        axes = tuple(int(a) for a in axes)
+    except TypeError:
+        raise TypeError(f"axes must be an int or a tuple of ints, got {axes!r}") from None
+    for a in axes:
+        if not -x.ndim <= a < x.ndim:
+            raise ValueError(f"axes {axes} out of range for input of shape {x.shape}")
+    norm = tuple(sorted({a % x.ndim for a in axes}))
+    if len(norm) != len(axes):
+        raise ValueError(f"axes {axes} repeat an axis (input shape {x.shape})")
+    return norm
+
+
+def _bind(input, axes=(0, 2, 3), eps=1e-9, *, eps_placement="std"):
+    x = input_array(input, 1)
+    ax = _axes_of(x, axes)
+    if eps_placement not in ("std", "variance"):
+        raise ValueError(f"eps_placement must be 'std' or 'variance', got {eps_placement!r}")
+    groups = tuple(a for a in range(x.ndim) if a not in ax)
+    part = Partition("mean_variance_norm", x.shape, group_axes=groups)
+    return Standardization(x, part, eps=eps_value(eps), eps_outside=eps_placement == "std")
+
+
+def mean_variance_norm(input, axes=(0, 2, 3), eps=1e-9, *, eps_placement="std"):
+    r"""ONNX MeanVarianceNormalization over ``axes``.
+
+    .. math::
+
+        y = \frac{x - \mathrm{E}[x]}{\sqrt{\mathrm{E}[(x - \mathrm{E}[x])^2]} + \epsilon}
+
+    Mean and biased variance over ``axes`` (ONNX default (0, 2, 3): per
+    channel of NCHW).  ONNX's function body adds ``eps = 1e-9`` to the
+    standard deviation (``eps_placement="std"``, the default here);
+    ``eps_placement="variance"`` puts it under the root like the other
+    normalizers.  Computed stably (corrected two-pass), where ONNX's body uses
+    ``E[x^2] - E[x]^2``.  With eps on the standard deviation the derivative of
+    the standard deviation at a constant group is taken as 0 (the one-sided
+    limit is unbounded); the output there is exactly 0.
+    """
+    return _bind(input, axes, eps, eps_placement=eps_placement).forward()
+
+
+def _examples(rng):
+    x = rng.standard_normal((2, 3, 2, 2))
+    return [
+        Case("default axes", (x,)),
+        Case("axes (1,) eps var", (x * 4 + 1e4, (1,), 1e-5), {"eps_placement": "variance"}),
+        Case("axes (0, -1)", (rng.standard_normal((3, 2, 4)), (0, -1))),
+    ]
+
+
+register(Spec(
+    name="mean_variance_norm",
+    function=mean_variance_norm,
+    bind=_bind,
+    reference=reference.mean_variance_norm,
+    family="activations",
+    nap="given axes",
+    nop="standardize (eps on the standard deviation, ONNX)",
+    nrr="none",
+    citation="ONNX operator MeanVarianceNormalization (opset 13)",
+    examples=_examples,
+    conventions={"eps_placement": "std: (x-mean)/(std+eps) as ONNX's function body; variance: /sqrt(var+eps)"},
+))

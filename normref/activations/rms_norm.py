@@ -1,0 +1,67 @@
+"""Root-mean-square layer normalization (Zhang & Sennrich 2019, arXiv:1910.07467)."""
+from __future__ import annotations
+
+import numpy as np
+
+from .. import reference
+from ..registry import Case, Spec, register
+from ..standardize import Standardization
+from ._common import affine_param, eps_value, input_array
+from .layer_norm import normalized_shape_of, trailing_partition
+
+__all__ = ["rms_norm"]
+
+
+def _bind(input, normalized_shape, weight=None, eps=None):
+    dtype = np.asarray(input).dtype if not hasattr(input, "dtype") else input.dtype
+    x = input_array(input, 1, layout="(*, normalized_shape)")
+    shape = normalized_shape_of(x, normalized_shape)
+    w = affine_param("weight", weight, shape, f"normalized_shape {shape}")
+    eps = float(np.finfo(dtype).eps) if eps is None else eps_value(eps)
+    return Standardization(x, trailing_partition("rms_norm", x, shape), eps=eps,
+                           center=False, weight=w)
+
+
+def rms_norm(input, normalized_shape, weight=None, eps=None):
+    r"""RMS normalization over the trailing ``normalized_shape`` axes.
+
+    .. math::
+
+        y = \frac{x}{\sqrt{\frac1n \sum_i x_i^2 + \epsilon}} \gamma
+
+    No centering and no bias.  ``eps=None`` uses the machine epsilon of the
+    *input's* dtype (``finfo(input.dtype).eps``), as
+    ``torch.nn.functional.rms_norm`` does; eps inside the root.  The mean
+    square is a compensated sum of squares, rescaled by a power of two for
+    huge or subnormal data.  Note Keras' ``rms_scaling`` divides by the
+    variance instead: that is :func:`layer_norm` without centering's mean.
+
+    Zhang & Sennrich, "Root Mean Square Layer Normalization", NeurIPS 2019.
+    """
+    return _bind(input, normalized_shape, weight, eps).forward()
+
+
+def _examples(rng):
+    x = rng.standard_normal((3, 8))
+    return [
+        Case("affine", (x, (8,), rng.standard_normal(8))),
+        Case("eps None", (x * 5 + 2, 8)),
+        Case("4d", (rng.standard_normal((2, 3, 2, 3)), (2, 3), rng.standard_normal((2, 3))), {"eps": 1e-5}),
+        Case("offset 1e4", (x + 1e4, (8,))),
+    ]
+
+
+register(Spec(
+    name="rms_norm",
+    function=rms_norm,
+    bind=_bind,
+    reference=reference.rms_norm,
+    family="activations",
+    nap="layer: trailing normalized_shape per sample",
+    nop="scale only: divide by the root mean square",
+    nrr="scale (elementwise gamma)",
+    citation="Zhang & Sennrich 2019, Root Mean Square Layer Normalization, NeurIPS, arXiv:1910.07467",
+    examples=_examples,
+    conventions={"eps": "None -> finfo(input dtype).eps (PyTorch)"},
+    differentiable=("input", "weight"),
+))

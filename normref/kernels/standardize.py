@@ -1,0 +1,272 @@
+"""numba kernels for the standardize / scale-only operation over any partition.
+
+Every kernel works on 5-D views ``(G1, G2, R1, R2, R3)`` built by
+:class:`normref.partition.Layout`: group ``(g1, g2)`` is the slab
+``x[g1, g2, :, :, :]`` and its statistics are reduced over ``(R1, R2, R3)`` in
+lexicographic order.  Affine parameters are read through an index view
+``pidx`` of the same shape (zero strides where the parameter does not vary),
+so one kernel serves batch, layer, instance, group, positional, batch-group
+and ghost-batch norm alike.
+
+Per group the statistics kernel stores
+
+* ``mu_hi``: the float64 mean of a first pass (plain sum);
+* ``mu_lo``: the mean of ``d = x - mu_hi`` from a compensated second pass
+  (``d`` is exact near the mean by Sterbenz' lemma), so that
+  ``x - mean = (x - mu_hi) - mu_lo``: the correction is subtracted from ``d``,
+  never added to ``mu_hi``;
+* ``scale = 2**-k``: a power of two applied to ``d`` before squaring when the
+  plain sums overflow or underflow (huge or subnormal data); 1 otherwise;
+* ``F``: the multiplier such that ``xhat = (d - mu_lo) * scale * F``;
+* ``c``: the coefficient of the rank-one term of the Jacobian (below);
+* ``var``: the biased variance (or mean square, for scale-only).
+
+The variance is the corrected two-pass formula
+``(sum d^2 - (sum d)^2 / n) / n`` with both sums compensated (TwoSum), which
+is within a few ulps of the exact value at any offset.
+
+Jacobian of the normalized group with respect to its input (``f`` the
+multiplier as a function of the variance ``v``; ``c = 2 f'(v) / f^3``)::
+
+    A = f * (I - [center] 1 1^T / n + c * xhat xhat^T / n)
+
+which is symmetric, so the same kernel applies it for VJPs and JVPs:
+``c = -1`` for ``f = (v + eps)^{-1/2}`` (eps inside the root), ``c = -(s + eps)/s``
+for ``f = 1 / (s + eps)``, ``s = sqrt(v)`` (eps added to the standard
+deviation), ``c = 0`` for fixed (running) statistics.
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from numba import njit, prange
+
+_TINY = 1e-280  # below this a sum of squares may have lost bits to underflow
+
+
+@njit(cache=True, fastmath=False, error_model="numpy", inline="always")
+def _two_sum(a, b):
+    s = a + b
+    bp = s - a
+    return s, (a - (s - bp)) + (b - bp)
+
+
+@njit(cache=True, fastmath=False, error_model="numpy")
+def _group_moments(x, g1, g2, center, scale):
+    """Corrected two-pass moments of one group, data multiplied by ``scale``.
+
+    Returns (mu_hi, s1, s2): first-pass mean (of unscaled data), and the
+    compensated sums of ``d * scale`` and ``(d * scale)**2`` with
+    ``d = x - mu_hi``.
+    """
+    _, _, R1, R2, R3 = x.shape
+    n = R1 * R2 * R3
+    mu_hi = 0.0
+    if center:
+        acc = 0.0
+        for r1 in range(R1):
+            for r2 in range(R2):
+                for r3 in range(R3):
+                    acc += x[g1, g2, r1, r2, r3] * scale
+        mu_hi = (acc / n) / scale
+        if not math.isfinite(mu_hi):
+            # the plain sum overflowed: redo it in a scaled, compensated way
+            m = 0.0
+            for r1 in range(R1):
+                for r2 in range(R2):
+                    for r3 in range(R3):
+                        a = abs(x[g1, g2, r1, r2, r3])
+                        if not a <= m:
+                            m = a
+            if math.isfinite(m) and m > 0.0:
+                _, e = math.frexp(m)
+                sc = math.ldexp(1.0, -e)
+                s = 0.0
+                cs = 0.0
+                for r1 in range(R1):
+                    for r2 in range(R2):
+                        for r3 in range(R3):
+                            s, t = _two_sum(s, x[g1, g2, r1, r2, r3] * sc)
+                            cs += t
+                mu_hi = math.ldexp((s + cs) / n, e)
+    s1 = 0.0
+    c1 = 0.0
+    s2 = 0.0
+    c2 = 0.0
+    for r1 in range(R1):
+        for r2 in range(R2):
+            for r3 in range(R3):
+                d = (x[g1, g2, r1, r2, r3] - mu_hi) * scale
+                s1, t = _two_sum(s1, d)
+                c1 += t
+                s2, t = _two_sum(s2, d * d)
+                c2 += t
+    return mu_hi, s1 + c1, s2 + c2
+
+
+@njit(cache=True, fastmath=False, error_model="numpy")
+def _group_stats(x, g1, g2, center, eps, eps_outside, fixed_mean, fixed_var, use_fixed):
+    """(mu_hi, mu_lo, scale, F, c, var) of one group, see the module docstring."""
+    _, _, R1, R2, R3 = x.shape
+    n = R1 * R2 * R3
+    if use_fixed:
+        # running statistics: y = (x - mean) / sqrt(var + eps), no dependence on x
+        den = fixed_var + eps
+        return fixed_mean, 0.0, 1.0, 1.0 / math.sqrt(den), 0.0, fixed_var
+    scale = 1.0
+    mu_hi, s1, s2 = _group_moments(x, g1, g2, center, 1.0)
+    if math.isfinite(mu_hi) and (not math.isfinite(s2) or s2 < _TINY):
+        # rescale by a power of two (exact) so that squares neither overflow
+        # nor lose bits to underflow
+        m = 0.0
+        for r1 in range(R1):
+            for r2 in range(R2):
+                for r3 in range(R3):
+                    a = abs(x[g1, g2, r1, r2, r3] - mu_hi)
+                    if not a <= m:
+                        m = a
+        if math.isfinite(m) and m > 0.0:
+            _, e = math.frexp(m)
+            scale = math.ldexp(1.0, -e)
+            mu_hi, s1, s2 = _group_moments(x, g1, g2, center, scale)
+    r = s1 / n  # residual mean of d, in scaled units
+    if center:
+        v = (s2 - s1 * r) / n
+        if v < 0.0:
+            v = 0.0
+    else:
+        v = s2 / n
+    mu_lo = r / scale if center else 0.0
+    var = v / (scale * scale)
+    if eps_outside:
+        sd = math.sqrt(v)
+        es = eps * scale
+        if math.isinf(es):
+            # eps dominates the (tiny) deviation beyond float64 resolution
+            F = (1.0 / eps) / scale
+            c = 0.0
+        else:
+            F = 1.0 / (sd + es)
+            c = -(sd + es) / sd if sd > 0.0 else 0.0
+    else:
+        es = eps * (scale * scale)
+        if math.isinf(es):
+            # eps dominates the (tiny) variance beyond float64 resolution
+            F = (1.0 / math.sqrt(eps)) / scale
+        else:
+            F = 1.0 / math.sqrt(v + es)
+        c = -1.0
+    return mu_hi, mu_lo, scale, F, c, var
+
+
+@njit(cache=True, fastmath=False, error_model="numpy", parallel=True)
+def standardize_forward(x, pidx, gamma, beta, has_gamma, has_beta, center, eps,
+                        eps_outside, fixed_mean, fixed_var, use_fixed, y,
+                        mu_hi, mu_lo, scale, F, c, var):
+    """Statistics and output of every group, fused so each group is read hot.
+
+    ``fixed_mean`` / ``fixed_var`` (length G1*G2) are used when ``use_fixed``.
+    Writes the per-group statistics into the 1-D arrays of length G1*G2.
+    """
+    G1, G2, R1, R2, R3 = x.shape
+    for g in prange(G1 * G2):
+        g1 = g // G2
+        g2 = g - g1 * G2
+        fm = fixed_mean[g] if use_fixed else 0.0
+        fv = fixed_var[g] if use_fixed else 0.0
+        a, b, s, f, cc, vv = _group_stats(x, g1, g2, center, eps, eps_outside, fm, fv, use_fixed)
+        mu_hi[g] = a
+        mu_lo[g] = b
+        scale[g] = s
+        F[g] = f
+        c[g] = cc
+        var[g] = vv
+        for r1 in range(R1):
+            for r2 in range(R2):
+                for r3 in range(R3):
+                    xh = (((x[g1, g2, r1, r2, r3] - a) - b) * s) * f
+                    p = pidx[g1, g2, r1, r2, r3]
+                    if has_gamma:
+                        xh = xh * gamma[p]
+                    if has_beta:
+                        xh = xh + beta[p]
+                    y[g1, g2, r1, r2, r3] = xh
+
+
+@njit(cache=True, fastmath=False, error_model="numpy", parallel=True)
+def standardize_project(x, pidx, gamma, has_gamma, v, center, mu_hi, mu_lo, scale,
+                        F, c, out, sum_v, sum_vx, want_param_grads, nchunks,
+                        pg_gamma, pg_beta):
+    """Apply the symmetric per-group Jacobian ``A`` to ``v`` (times ``gamma``).
+
+    ``out = A (gamma * v)`` group by group (``gamma`` skipped when not
+    ``has_gamma``).  Also stores per group ``sum_v = sum(gamma v)`` and
+    ``sum_vx = sum(gamma v xhat)``.  With ``want_param_grads``, ``v`` is a
+    cotangent ``dy`` and ``pg_gamma[k, p]`` / ``pg_beta[k, p]`` receive chunk
+    ``k``'s partial sums of ``dy * xhat`` and ``dy`` for parameter index ``p``;
+    chunks are fixed blocks of groups, so the result does not depend on the
+    number of threads.
+    """
+    G1, G2, R1, R2, R3 = x.shape
+    G = G1 * G2
+    n = R1 * R2 * R3
+    per = (G + nchunks - 1) // nchunks
+    for k in prange(nchunks):
+        for g in range(k * per, min(G, (k + 1) * per)):
+            g1 = g // G2
+            g2 = g - g1 * G2
+            a = mu_hi[g]
+            b = mu_lo[g]
+            s = scale[g]
+            f = F[g]
+            s1 = 0.0
+            c1 = 0.0
+            s2 = 0.0
+            c2 = 0.0
+            for r1 in range(R1):
+                for r2 in range(R2):
+                    for r3 in range(R3):
+                        xh = (((x[g1, g2, r1, r2, r3] - a) - b) * s) * f
+                        w = v[g1, g2, r1, r2, r3]
+                        if want_param_grads:
+                            p = pidx[g1, g2, r1, r2, r3]
+                            pg_gamma[k, p] += w * xh
+                            pg_beta[k, p] += w
+                        if has_gamma:
+                            w = w * gamma[pidx[g1, g2, r1, r2, r3]]
+                        s1, t = _two_sum(s1, w)
+                        c1 += t
+                        s2, t = _two_sum(s2, w * xh)
+                        c2 += t
+            s1 = s1 + c1
+            s2 = s2 + c2
+            sum_v[g] = s1
+            sum_vx[g] = s2
+            m1 = s1 / n if center else 0.0
+            m2 = c[g] * (s2 / n)
+            for r1 in range(R1):
+                for r2 in range(R2):
+                    for r3 in range(R3):
+                        xh = (((x[g1, g2, r1, r2, r3] - a) - b) * s) * f
+                        w = v[g1, g2, r1, r2, r3]
+                        if has_gamma:
+                            w = w * gamma[pidx[g1, g2, r1, r2, r3]]
+                        out[g1, g2, r1, r2, r3] = ((w - m1 + m2 * xh) * f) * s
+
+
+@njit(cache=True, fastmath=False, error_model="numpy", parallel=True)
+def standardize_xhat(x, mu_hi, mu_lo, scale, F, out):
+    """The normalized values ``xhat`` of every group (no affine)."""
+    G1, G2, R1, R2, R3 = x.shape
+    for g in prange(G1 * G2):
+        g1 = g // G2
+        g2 = g - g1 * G2
+        a = mu_hi[g]
+        b = mu_lo[g]
+        s = scale[g]
+        f = F[g]
+        for r1 in range(R1):
+            for r2 in range(R2):
+                for r3 in range(R3):
+                    out[g1, g2, r1, r2, r3] = (((x[g1, g2, r1, r2, r3] - a) - b) * s) * f

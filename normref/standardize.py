@@ -1,0 +1,325 @@
+"""NOP standardize (and scale-only) with NRR affine recovery, over any partition.
+
+:class:`Standardization` is the one Plan behind batch, instance, layer, group,
+RMS, positional, batch-group, ghost-batch and mean-variance norm: a
+normalizer module only chooses a :class:`~normref.partition.Partition`, the
+operation's options and which arguments are the affine parameters.
+
+For a group of ``n`` values with mean :math:`\\mu` and biased variance
+:math:`\\sigma^2`:
+
+.. math::
+
+    \\hat x = (x - \\mu)\\, f(\\sigma^2), \\qquad y = \\gamma \\hat x + \\beta
+
+with :math:`f(v) = (v + \\epsilon)^{-1/2}` (eps inside the root, PyTorch),
+:math:`f(v) = 1/(\\sqrt v + \\epsilon)` (eps added to the standard deviation,
+ONNX MeanVarianceNormalization), and for scale-only normalization (RMS norm)
+:math:`\\mu = 0` and :math:`\\sigma^2 = \\overline{x^2}`.  With fixed (running)
+statistics :math:`\\mu, \\sigma^2` are inputs and :math:`\\hat x` is affine in x.
+
+Derivatives (exact): the Jacobian of :math:`\\hat x` with respect to a group
+is :math:`A = f\\,(I - [\\text{center}]\\,\\mathbf 1\\mathbf 1^T/n + c\\,\\hat x\\hat x^T/n)`,
+symmetric, with :math:`c = 2f'/f^3`: -1 for eps inside the root,
+:math:`-(\\sigma+\\epsilon)/\\sigma` for eps on the standard deviation, 0 for
+fixed statistics.  Hence
+
+.. math::
+
+    \\bar x = A(\\gamma \\bar y), \\quad \\bar\\gamma = \\textstyle\\sum \\bar y\\hat x,
+    \\quad \\bar\\beta = \\textstyle\\sum \\bar y, \\qquad
+    \\dot y = \\gamma A \\dot x + \\dot\\gamma \\hat x + \\dot\\beta .
+
+Numerical choices (see :mod:`normref.kernels.standardize`): corrected
+two-pass moments with compensated sums, the mean correction subtracted from
+``x - mean`` rather than added to the mean, power-of-two rescaling before
+squaring for huge or subnormal data; float64 throughout.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from .kernels import standardize as K
+from .registry import Plan
+
+__all__ = ["Standardization", "Affine", "FixedStats"]
+
+_NCHUNKS = 64  # fixed blocks of groups for parameter-gradient partial sums
+
+
+class Affine:
+    """NRR: an affine parameter given by the user, laid out on partition axes."""
+
+    def __init__(self, name, value, partition):
+        self.name = name
+        self.value = value  # float64, user's shape
+        self.flat = np.ascontiguousarray(value).reshape(-1)
+        self.partition = partition
+
+    def on_split(self, arr=None):
+        """The parameter (or a same-shaped array) broadcastable to the split shape."""
+        a = self.value if arr is None else arr
+        return np.asarray(a).reshape(self.partition.affine_shape)
+
+
+class FixedStats:
+    """Running statistics used instead of batch statistics (eval mode).
+
+    ``mean`` / ``var`` have a shape that broadcasts (NumPy trailing rules) to
+    the partition's group shape, e.g. (C,) against (C,) for batch norm or
+    (N, C) for instance norm.  ``names`` are their parameter names when they
+    are differentiable (``None`` otherwise).
+    """
+
+    def __init__(self, mean, var, names=(None, None)):
+        self.mean = mean
+        self.var = var
+        self.names = names
+
+
+class Standardization(Plan):
+    """A bound standardization call: partition + operation + affine recovery.
+
+    Parameters
+    ----------
+    x : float64 array, the input (any shape; reshaped to the split shape).
+    partition : :class:`~normref.partition.Partition`.
+    eps : float.
+    center : subtract the mean (False: scale-only, RMS).
+    eps_outside : eps added to the standard deviation instead of the variance.
+    weight, bias : optional float64 arrays of size ``partition.affine_size``.
+    fixed : optional :class:`FixedStats`.
+    names : parameter names of (input, weight, bias).
+    on_forward : optional callback ``on_forward(plan)`` run once after the
+        forward of a non-empty input (running-statistics updates).
+    """
+
+    def __init__(self, x, partition, *, eps, center=True, eps_outside=False,
+                 weight=None, bias=None, fixed=None,
+                 names=("input", "weight", "bias"), on_forward=None):
+        self.x = x
+        self.partition = partition
+        self.eps = float(eps)
+        self.center = bool(center)
+        self.eps_outside = bool(eps_outside)
+        self.fixed = fixed
+        self.names = names
+        self.weight = None if weight is None else Affine(names[1], weight, partition)
+        self.bias = None if bias is None else Affine(names[2], bias, partition)
+        values = {names[0]: x}
+        if self.weight is not None:
+            values[names[1]] = weight
+        if self.bias is not None:
+            values[names[2]] = bias
+        if fixed is not None:
+            for nm, arr in zip(fixed.names, (fixed.mean, fixed.var)):
+                if nm is not None:
+                    values[nm] = arr
+        self._values = values
+        self.params = tuple(values)
+        self.empty = x.size == 0
+        self.on_forward = on_forward
+
+    # -- forward ------------------------------------------------------------
+    def _forward(self):
+        x = self.x
+        if self.empty:
+            self.stats = None
+            return np.zeros(x.shape)
+        layout = self.partition.layout()
+        self.layout = layout
+        G = layout.n_groups
+        x5 = layout.view(x)
+        self._x5 = x5
+        y, y5 = layout.empty()
+        mu_hi, mu_lo, scale, F, c, var = (np.empty(G) for _ in range(6))
+        if self.fixed is not None:
+            gs = self.partition.group_shape
+            fm = np.ascontiguousarray(np.broadcast_to(self.fixed.mean, gs)).reshape(-1)
+            fv = np.ascontiguousarray(np.broadcast_to(self.fixed.var, gs)).reshape(-1)
+        else:
+            fm = fv = np.zeros(1)
+        gamma = self.weight.flat if self.weight is not None else np.zeros(1)
+        beta = self.bias.flat if self.bias is not None else np.zeros(1)
+        K.standardize_forward(
+            x5, layout.pidx5, gamma, beta, self.weight is not None, self.bias is not None,
+            self.center, self.eps, self.eps_outside, fm, fv, self.fixed is not None,
+            y5, mu_hi, mu_lo, scale, F, c, var,
+        )
+        self.stats = (mu_hi, mu_lo, scale, F, c, var)
+        self._check_denominators()
+        if self.on_forward is not None:
+            self.on_forward(self)
+        return y.reshape(x.shape)
+
+    def _check_denominators(self):
+        mu_hi, mu_lo, scale, F, c, var = self.stats
+        bad = ~np.isfinite(F) & np.isfinite(var) & np.isfinite(mu_hi)
+        if self.fixed is not None:
+            bad = ~np.isfinite(F) & np.isfinite(mu_hi)
+        if bad.any():
+            g = int(np.flatnonzero(bad)[0])
+            idx = np.unravel_index(g, self.partition.group_shape)
+            what = "running_var + eps" if self.fixed is not None else (
+                "std + eps" if self.eps_outside else "var + eps")
+            raise ValueError(
+                f"{what} is not positive in group {tuple(int(i) for i in idx)} of "
+                f"{self.partition.name} (eps={self.eps!r}, group variance "
+                f"{float(var[g])!r}): the normalization is undefined (0/0 for a "
+                f"constant group with eps=0); use eps > 0"
+            )
+
+    # -- statistics for callers (running-stat updates, eval) ----------------
+    def _ensure_stats(self):
+        if getattr(self, "stats", None) is None:
+            self.forward()
+        if self.stats is None:
+            raise ValueError("no statistics: the input is empty")
+
+    def group_mean(self):
+        """Per-group mean, shape ``partition.group_shape``."""
+        self._ensure_stats()
+        mu_hi, mu_lo = self.stats[0], self.stats[1]
+        return (mu_hi + mu_lo).reshape(self.partition.group_shape)
+
+    def group_var(self):
+        """Per-group biased variance (mean square if not centered)."""
+        self._ensure_stats()
+        return self.stats[5].reshape(self.partition.group_shape)
+
+    def group_rstd(self):
+        """Per-group multiplier ``1 / sqrt(var + eps)`` (or its eps-on-std variant)."""
+        self._ensure_stats()
+        return (self.stats[2] * self.stats[3]).reshape(self.partition.group_shape)
+
+    def xhat(self):
+        """The normalized input (before affine), shape of x."""
+        if not hasattr(self, "_xhat"):
+            self.forward()
+            if self.empty:
+                self._xhat = np.zeros(self.x.shape)
+            else:
+                out, out5 = self.layout.empty()
+                mu_hi, mu_lo, scale, F, _, _ = self.stats
+                K.standardize_xhat(self._x5, mu_hi, mu_lo, scale, F, out5)
+                self._xhat = out.reshape(self.x.shape)
+        return self._xhat
+
+    # -- derivatives --------------------------------------------------------
+    def _project(self, v, with_gamma, param_grads):
+        """A (gamma v) per group, plus group sums and optional parameter partials."""
+        layout = self.layout
+        G = layout.n_groups
+        v5 = layout.view(v)
+        out, out5 = layout.empty()
+        sum_v, sum_vx = np.empty(G), np.empty(G)
+        P = max(self.partition.affine_size, 1)
+        nchunks = min(G, _NCHUNKS)
+        if param_grads:
+            pg_g, pg_b = np.zeros((nchunks, P)), np.zeros((nchunks, P))
+        else:
+            pg_g = pg_b = np.zeros((1, 1))
+        use_gamma = with_gamma and self.weight is not None
+        gamma = self.weight.flat if use_gamma else np.zeros(1)
+        mu_hi, mu_lo, scale, F, c, _ = self.stats
+        center = self.center and self.fixed is None
+        K.standardize_project(
+            self._x5, layout.pidx5, gamma, use_gamma, v5, center, mu_hi, mu_lo, scale,
+            F, c, out5, sum_v, sum_vx, param_grads, nchunks, pg_g, pg_b,
+        )
+        return out.reshape(self.x.shape), sum_v, sum_vx, pg_g, pg_b
+
+    def vjp(self, dy):
+        self.forward()
+        nx, nw, nb = self.names
+        if self.empty:
+            return {k: np.zeros(v.shape) for k, v in self._values.items()}
+        want = self.weight is not None or self.bias is not None
+        dx, sum_v, sum_vx, pg_g, pg_b = self._project(dy, True, want)
+        grads = {nx: dx}
+        if self.weight is not None:
+            grads[nw] = pg_g.sum(axis=0).reshape(self.weight.value.shape)
+        if self.bias is not None:
+            grads[nb] = pg_b.sum(axis=0).reshape(self.bias.value.shape)
+        if self.fixed is not None:
+            rstd = self.stats[2] * self.stats[3]
+            per_group = (-rstd * sum_v, -0.5 * rstd * rstd * sum_vx)
+            for nm, arr, g in zip(self.fixed.names, (self.fixed.mean, self.fixed.var), per_group):
+                if nm is not None:
+                    grads[nm] = _sum_to(g.reshape(self.partition.group_shape), arr.shape)
+        return grads
+
+    def _on_groups(self, per_group):
+        """A per-group vector broadcastable to the split shape."""
+        p = self.partition
+        shape = tuple(n if a in p.group_axes else 1 for a, n in enumerate(p.split_shape))
+        return np.asarray(per_group).reshape(p.group_shape).reshape(shape)
+
+    def jvp(self, tangents):
+        y = self.forward()
+        nx, nw, nb = self.names
+        ty = np.zeros(y.shape)
+        if self.empty:
+            return ty
+        S = self.partition.split_shape
+        ty_s = ty.reshape(S)
+        if nx in tangents:
+            ax, *_ = self._project(tangents[nx], False, False)
+            ax = ax.reshape(S)
+            if self.weight is not None:
+                ax = ax * self.weight.on_split()
+            ty_s += ax
+        if nw in tangents and self.weight is not None:
+            ty_s += self.xhat().reshape(S) * self.weight.on_split(tangents[nw])
+        if nb in tangents and self.bias is not None:
+            ty_s += self.bias.on_split(tangents[nb])
+        if self.fixed is not None:
+            rstd = self.stats[2] * self.stats[3]
+            gs = self.partition.group_shape
+            tm_name, tv_name = self.fixed.names
+            extra = np.zeros(S)
+            if tm_name is not None and tm_name in tangents:
+                tm = np.broadcast_to(tangents[tm_name], gs).reshape(-1)
+                extra = extra - self._on_groups(rstd * tm)
+            if tv_name is not None and tv_name in tangents:
+                tv = np.broadcast_to(tangents[tv_name], gs).reshape(-1)
+                extra = extra - self.xhat().reshape(S) * self._on_groups(0.5 * rstd * rstd * tv)
+            if self.weight is not None:
+                extra = extra * self.weight.on_split()
+            ty_s += extra
+        return ty
+
+    def jacobian(self, name):
+        if name != self.names[0] or self.empty:
+            return super().jacobian(name)
+        # closed form, block by block: J = diag(gamma) A on each group
+        self.forward()
+        p = self.partition
+        S = p.split_shape
+        n = p.group_size
+        G = int(np.prod(p.group_shape, dtype=np.int64))
+        order = tuple(p.group_axes) + p.reduce_axes
+        idx = np.arange(self.x.size).reshape(S).transpose(order).reshape(G, n)
+        xh = self.xhat().reshape(-1)[idx]  # (G, n)
+        mu_hi, mu_lo, scale, F, c, _ = self.stats
+        f = (scale * F)[:, None, None]
+        center = 1.0 if (self.center and self.fixed is None) else 0.0
+        blocks = np.broadcast_to(np.eye(n), (G, n, n)) - center / n
+        blocks = f * (blocks + (c[:, None, None] / n) * xh[:, :, None] * xh[:, None, :])
+        if self.weight is not None:
+            gam = np.broadcast_to(self.weight.on_split(), S).reshape(-1)[idx]
+            blocks = blocks * gam[:, :, None]
+        J = np.zeros((self.x.size, self.x.size))
+        J[idx[:, :, None], idx[:, None, :]] = blocks
+        return J.reshape(self.x.shape + self.x.shape)
+
+
+def _sum_to(a, shape):
+    """Sum ``a`` over leading axes (and size-1 axes) down to ``shape``."""
+    lead = a.ndim - len(shape)
+    if lead > 0:
+        a = a.sum(axis=tuple(range(lead)))
+    keep = tuple(i for i, n in enumerate(shape) if n == 1 and a.shape[i] != 1)
+    if keep:
+        a = a.sum(axis=keep, keepdims=True)
+    return a.reshape(shape)

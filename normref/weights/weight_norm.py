@@ -1,0 +1,209 @@
+r"""Weight normalization (Salimans & Kingma 2016): ``w = g v / ||v||``.
+
+NAP: one slice of the weight per index along ``dim`` (the whole tensor for
+``dim=None``); NOP: scale by the Euclidean norm; NRR: the learned gain ``g``.
+"""
+from __future__ import annotations
+
+import numbers
+
+import numpy as np
+
+from ..kernels import lp as K
+from ..numerics import as_float64
+from ..registry import Case, Plan, Spec, register
+from .. import reference as _reference
+
+__all__ = ["weight_norm"]
+
+
+class WeightNormPlan(Plan):
+    """Rows = slices of ``v`` along ``dim`` (one row for ``dim=None``)."""
+
+    params = ("v", "g")
+
+    def __init__(self, v, g, dim):
+        self._values = {"v": v, "g": g}
+        self.dim = dim
+        self._vshape, self._gshape = v.shape, g.shape
+        if dim is None:
+            self._mshape = v.shape
+            self._v2 = np.ascontiguousarray(v).reshape(1, v.size)
+        else:
+            moved = np.moveaxis(v, dim, 0)
+            self._mshape = moved.shape
+            S = v.shape[dim]
+            M = int(np.prod(self._mshape[1:], dtype=np.int64))
+            self._v2 = np.ascontiguousarray(moved).reshape(S, M)
+        self._g1 = np.ascontiguousarray(g).reshape(self._v2.shape[0])
+
+    def _back(self, a2):
+        if self.dim is None:
+            return a2.reshape(self._vshape)
+        return np.ascontiguousarray(np.moveaxis(a2.reshape(self._mshape), 0, self.dim))
+
+    def _rows(self, name, arr):
+        arr = np.asarray(arr, dtype=np.float64)
+        if arr.shape != self._vshape:
+            raise ValueError(f"{name} has shape {arr.shape}, expected v's shape {self._vshape}")
+        if self.dim is None:
+            return np.ascontiguousarray(arr).reshape(self._v2.shape)
+        return np.ascontiguousarray(np.moveaxis(arr, self.dim, 0)).reshape(self._v2.shape)
+
+    def _forward(self):
+        nrm, _ = K.lp_norm_rows(self._v2, 2.0)
+        zero = nrm == 0.0
+        if zero.any():
+            i = int(np.argmax(zero))
+            where = "v (the whole tensor, dim=None)" if self.dim is None else (
+                f"the slice v[{', '.join([':'] * self.dim + [str(i)])}, ...] "
+                f"(index {i} along dim={self.dim})"
+            )
+            raise ValueError(
+                f"weight_norm: {where} has zero norm, so g * v / ||v|| is undefined "
+                f"(v shape {self._vshape}); its gradient would be NaN"
+            )
+        w2, nrm = K.weight_norm_forward(self._v2, self._g1)
+        self._nrm = nrm
+        return self._back(w2)
+
+    def vjp(self, cotangent):
+        self.forward()
+        dw = self._rows("cotangent", cotangent)
+        dv, dg = K.weight_norm_vjp(self._v2, self._nrm, self._g1, dw)
+        return {"v": self._back(dv), "g": dg.reshape(self._gshape)}
+
+    def jvp(self, tangents):
+        self.forward()
+        tv = tangents.get("v")
+        tg = tangents.get("g")
+        tv = np.zeros(self._v2.shape) if tv is None else self._rows("tangent of v", tv)
+        if tg is None:
+            tg = np.zeros(self._v2.shape[0])
+        else:
+            tg = np.asarray(tg, dtype=np.float64)
+            if tg.shape != self._gshape:
+                raise ValueError(f"tangent of g has shape {tg.shape}, expected g's shape {self._gshape}")
+            tg = np.ascontiguousarray(tg).reshape(self._v2.shape[0])
+        return self._back(K.weight_norm_jvp(self._v2, self._nrm, self._g1, tv, tg))
+
+
+def _bind(v, g, dim=0):
+    v = as_float64("v", v)
+    g = as_float64("g", g)
+    if dim is None:
+        if not (g.ndim == 0 or (g.size == 1 and g.ndim <= v.ndim)):
+            raise ValueError(
+                f"weight_norm: with dim=None g must be a scalar (shape () or a size-1 shape "
+                f"of at most v.ndim={v.ndim} axes), got g shape {g.shape} (v shape {v.shape})"
+            )
+        return WeightNormPlan(v, g, None)
+    if isinstance(dim, (bool, np.bool_)) or not isinstance(dim, numbers.Integral):
+        raise TypeError(f"weight_norm: dim must be an int or None, got {dim!r}")
+    dim = int(dim)
+    if v.ndim == 0 or not -v.ndim <= dim < v.ndim:
+        raise ValueError(
+            f"weight_norm: dim={dim} is out of range for v of shape {v.shape} "
+            f"(expected -{v.ndim} <= dim < {v.ndim}, or dim=None for the whole tensor)"
+        )
+    d = dim % v.ndim
+    n = v.shape[d]
+    full = tuple(n if i == d else 1 for i in range(v.ndim))
+    if g.shape not in (full, (n,)):
+        hint = ""
+        if dim == -1 and g.size == 1 and n != 1:
+            hint = (
+                "; note: torch._weight_norm reads dim=-1 as 'the whole tensor', "
+                "here dim=-1 is the last axis -- pass dim=None for the whole-tensor norm"
+            )
+        raise ValueError(
+            f"weight_norm: g has shape {g.shape}, expected {full} or {(n,)} for v of shape "
+            f"{v.shape} with dim={dim}{hint}"
+        )
+    return WeightNormPlan(v, g, d)
+
+
+def weight_norm(v, g, dim=0):
+    r"""Weight normalization: ``w = g * v / ||v||`` (``torch._weight_norm`` semantics).
+
+    Salimans & Kingma, "Weight Normalization: A Simple Reparameterization to
+    Accelerate Training of Deep Neural Networks", NeurIPS 2016
+    (arXiv:1602.07868).
+
+    For an integer ``dim`` there is one Euclidean norm per slice
+    :math:`v_i = v[\ldots, i, \ldots]` along ``dim`` (taken over every other
+    axis), and one gain :math:`g_i`; ``dim=None`` uses the norm of the whole
+    tensor and a scalar ``g``:
+
+    .. math::
+
+        w_i = g_i \frac{v_i}{\lVert v_i \rVert}, \qquad
+        u_i = \frac{v_i}{\lVert v_i \rVert},
+
+    with the exact derivatives
+
+    .. math::
+
+        \bar g_i = u_i \cdot \bar w_i, \qquad
+        \bar v_i = \frac{g_i}{\lVert v_i\rVert}\big(\bar w_i - u_i\,(u_i\cdot \bar w_i)\big),
+        \qquad
+        \dot w_i = \dot g_i\, u_i + \frac{g_i}{\lVert v_i\rVert}
+            \big(\dot v_i - u_i\,(u_i \cdot \dot v_i)\big).
+
+    Shapes: ``g`` has ``v``'s shape with every axis but ``dim`` set to 1
+    (what ``torch.nn.utils.parametrizations.weight_norm`` stores as
+    ``original0``), or shape ``(v.shape[dim],)``; the gradient of ``g``
+    comes back in the shape given.  ``dim=None``: ``g`` of shape ``()`` or any
+    size-1 shape with at most ``v.ndim`` axes.  A negative ``dim`` is a NumPy
+    axis (``-1`` = last axis).  Unlike here, ``torch._weight_norm`` reads
+    ``dim=-1`` as "whole tensor" (``torch.nn.utils.weight_norm(dim=None)``
+    passes ``-1``); use ``dim=None`` for that.
+
+    Numerical choices: float64; each slice's norm is computed on the slice
+    scaled by a power of two (exact) with a compensated left-to-right sum, so
+    1e300 or 1e-300 weights give finite, correct results; ``w = v * (g / n)``
+    (PyTorch's evaluation order; ``g * (v / n)`` if ``g / n`` overflows).  A
+    slice of zero norm raises ValueError naming it (PyTorch returns NaN
+    gradients there).
+    """
+    return _bind(v, g, dim).forward()
+
+
+def _examples(rng):
+    cases = []
+    v = rng.standard_normal((4, 3))
+    cases.append(Case("dim=0 (4,3) g (4,1)", (v, rng.standard_normal((4, 1)), 0), {}))
+    cases.append(Case("dim=0 (4,3) g (4,)", (v, rng.standard_normal(4), 0), {}))
+    v3 = rng.standard_normal((3, 2, 2))
+    cases.append(Case("dim=1 (3,2,2)", (v3, rng.standard_normal((1, 2, 1)), 1), {}))
+    cases.append(Case("dim=-1 last axis (3,2,2)", (v3, rng.standard_normal((1, 1, 2)), -1), {}))
+    cases.append(Case("dim=None scalar g", (v3, np.array(1.7), None), {}))
+    cases.append(Case("dim=None g (1,1,1)", (v3, np.array([[[-0.6]]]), None), {}))
+    cases.append(Case("conv weight (3,2,2,2) dim=0", (rng.standard_normal((3, 2, 2, 2)),
+                                                       rng.standard_normal((3, 1, 1, 1)), 0), {}))
+    cases.append(Case("offset 1e3 dim=0", (1e3 + rng.standard_normal((2, 5)),
+                                          rng.standard_normal((2, 1)), 0), {}))
+    cases.append(Case("1-D v dim=0 (5,)", (rng.standard_normal(5), rng.standard_normal(5), 0), {}))
+    return cases
+
+
+register(Spec(
+    name="weight_norm",
+    function=weight_norm,
+    bind=_bind,
+    reference=_reference.weight_norm,
+    family="weights",
+    nap="one slice per index along dim (all other axes); whole tensor for dim=None",
+    nop="scale only: L2 norm",
+    nrr="learned gain g",
+    citation=(
+        "Salimans & Kingma, Weight Normalization: A Simple Reparameterization to "
+        "Accelerate Training of Deep Neural Networks, NeurIPS 2016"
+    ),
+    examples=_examples,
+    conventions={
+        "dim": "int: one norm per slice along dim (torch); None: whole tensor "
+               "(torch's dim=-1 sentinel); negative ints are NumPy axes",
+    },
+    differentiable=("v", "g"),
+))
