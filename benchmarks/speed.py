@@ -36,6 +36,9 @@ import time
 
 import numpy as np
 
+# benchmark the checkout this script lives in
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
 EPS = 1e-5
 OPS = ("batch_norm", "group_norm", "layer_norm", "jacobian")
 FULL_SHAPES = {
@@ -60,26 +63,29 @@ JAC_SPEEDUP = 10.0       # normref Jacobian at least this much faster than jacre
 # timing
 # --------------------------------------------------------------------------
 
-def median_time(fn, repeats, budget, warmup=1):
-    """Median wall time of ``fn()`` in seconds, after ``warmup`` calls.
+def median_times(fns, repeats, budget, warmup=1):
+    """Median wall time in seconds of each ``fns[name]()``, after warm-up.
 
-    Runs ``repeats`` timed calls, stopping early (after at least 3) once
-    ``budget`` seconds have been spent, so slow baselines do not dominate the
-    run time.
+    The callables are timed round-robin (one call of each per round), so every
+    ratio compares calls made under the same machine load.  Runs ``repeats``
+    rounds, stopping early (after at least 3) once ``budget`` seconds have
+    been spent, so slow baselines do not dominate the run time.
     """
-    for _ in range(warmup):
-        fn()
-    times = []
+    for fn in fns.values():
+        for _ in range(warmup):
+            fn()
+    times = {name: [] for name in fns}
     spent = 0.0
-    while len(times) < repeats:
-        t0 = time.perf_counter()
-        fn()
-        dt = time.perf_counter() - t0
-        times.append(dt)
-        spent += dt
-        if len(times) >= 3 and spent > budget:
+    for r in range(repeats):
+        for name, fn in fns.items():
+            t0 = time.perf_counter()
+            fn()
+            dt = time.perf_counter() - t0
+            times[name].append(dt)
+            spent += dt
+        if r + 1 >= 3 and spent > budget:
             break
-    return statistics.median(times)
+    return {name: statistics.median(ts) for name, ts in times.items()}
 
 
 # --------------------------------------------------------------------------
@@ -214,11 +220,10 @@ def bench_op(op, shape, normref, torch, repeats, budget):
     checks = []
 
     dst = np.empty_like(x)
-    fwd["memcpy"] = both["memcpy"] = median_time(lambda: np.copyto(dst, x), repeats, budget)
-    del dst
-    extra = median_time(lambda: x.copy(), repeats, budget)
-    checks.append(f"  {op}: x.copy() (allocating a fresh output, page faults included) "
-                  f"{extra * 1e3:.2f} ms = {extra / fwd['memcpy']:.2f} memcpy")
+    fns = {
+        "memcpy": lambda: np.copyto(dst, x),
+        "copy": lambda: x.copy(),
+    }
 
     def np_fwd():
         return numpy_forward(op, x, w, b)[0]
@@ -227,18 +232,18 @@ def bench_op(op, shape, normref, torch, repeats, budget):
         y, xhat, rstd = numpy_forward(op, x, w, b)
         return numpy_backward(op, x, w, dy, xhat, rstd)
 
-    fwd["numpy"] = median_time(np_fwd, repeats, budget)
-    both["numpy"] = median_time(np_both, repeats, budget)
+    fns["numpy fwd"] = np_fwd
+    fns["numpy both"] = np_both
 
     if normref is not None:
         f, args = normref_call(normref, op, x, w, b)
-        fwd["normref"] = median_time(lambda: f(*args), repeats, budget)
 
         def nr_both():
             y, pb = normref.vjp(f, *args)
             return pb(dy)
 
-        both["normref"] = median_time(nr_both, repeats, budget)
+        fns["normref fwd"] = lambda: f(*args)
+        fns["normref both"] = nr_both
 
     if torch is not None:
         import torch.nn.functional as F
@@ -249,14 +254,23 @@ def bench_op(op, shape, normref, torch, repeats, budget):
             with torch.no_grad():
                 return torch_call(F, op, xt, wt, bt)
 
-        fwd["torch"] = median_time(t_fwd, repeats, budget)
         xg, wg, bg = (a.clone().requires_grad_(True) for a in (xt, wt, bt))
 
         def t_both():
             y = torch_call(F, op, xg, wg, bg)
             return torch.autograd.grad(y, (xg, wg, bg), grad_outputs=dyt)
 
-        both["torch"] = median_time(t_both, repeats, budget)
+        fns["torch fwd"] = t_fwd
+        fns["torch both"] = t_both
+
+    med = median_times(fns, repeats, budget)
+    fwd["memcpy"] = both["memcpy"] = med["memcpy"]
+    for lib in ("normref", "torch", "numpy"):
+        fwd[lib] = med.get(f"{lib} fwd")
+        both[lib] = med.get(f"{lib} both")
+    checks.append(f"  {op}: x.copy() (allocating a fresh output, page faults included) "
+                  f"{med['copy'] * 1e3:.2f} ms = {med['copy'] / med['memcpy']:.2f} memcpy")
+    del dst, fns
 
     # consistency of what was timed (not a timing assertion)
     y_np = np_fwd()
@@ -266,7 +280,8 @@ def bench_op(op, shape, normref, torch, repeats, budget):
         f, args = normref_call(normref, op, x, w, b)
         y_nr, pb = normref.vjp(f, *args)
         g = pb(dy)
-        ref["normref"] = (y_nr, g[0], g[-2], g[-1])
+        iw = next(i for i, a in enumerate(args) if a is w)  # weight slot; bias next
+        ref["normref"] = (y_nr, g[0], g[iw], g[iw + 1])
     if torch is not None:
         gt = t_both()
         ref["torch"] = (t_fwd().numpy(),) + tuple(a.numpy() for a in gt)
@@ -284,13 +299,11 @@ def bench_jacobian(shape, normref, torch, repeats, budget):
     x = rng.standard_normal(shape)
     w = rng.uniform(0.5, 1.5, shape[1])
     b = rng.standard_normal(shape[1])
-    out = {"normref": None, "torch": None, "diff": None}
-    J_nr = J_t = None
+    fns = {}
     if normref is not None:
         def nr():
             return normref.jacobian(normref.batch_norm, x, None, None, w, b, True, wrt=0)
-        out["normref"] = median_time(nr, repeats, budget)
-        J_nr = nr()
+        fns["normref"] = nr
     if torch is not None:
         import torch.nn.functional as F
         from torch.func import jacrev
@@ -302,10 +315,11 @@ def bench_jacobian(shape, normref, torch, repeats, budget):
 
         def tj():
             return jacrev(fn)(xt)
-        out["torch"] = median_time(tj, repeats, budget)
-        J_t = tj().numpy()
-    if J_nr is not None and J_t is not None:
-        out["diff"] = float(np.max(np.abs(np.asarray(J_nr) - J_t)))
+        fns["torch"] = tj
+    med = median_times(fns, repeats, budget) if fns else {}
+    out = {"normref": med.get("normref"), "torch": med.get("torch"), "diff": None}
+    if normref is not None and torch is not None:
+        out["diff"] = float(np.max(np.abs(np.asarray(nr()) - tj().numpy())))
     return out
 
 
@@ -349,7 +363,7 @@ def main(argv=None):
             ap.error(f"unknown op {o!r}; choose from {', '.join(OPS)}")
     shapes = QUICK_SHAPES if args.quick else FULL_SHAPES
     repeats = args.repeats or (3 if args.quick else 9)
-    budget = 0.5 if args.quick else 4.0
+    budget = 0.5 if args.quick else 20.0
 
     t_start = time.perf_counter()
     nthreads, normref, nerr, torch, terr = load(args.threads)
@@ -389,13 +403,13 @@ def main(argv=None):
         sys.stdout.flush()
         if fwd["normref"] is not None and both["torch"] is not None:
             speedup = both["torch"] / both["normref"]
-            targets.append(f"{op} fwd+bwd: normref {speedup:.2f}x faster than torch "
+            targets.append(f"{op} fwd+bwd: normref {speedup:.3f}x faster than torch "
                            f"(target >= {FWD_BWD_SPEEDUP:g}x): {verdict(speedup >= FWD_BWD_SPEEDUP)}")
         else:
             targets.append(f"{op} fwd+bwd vs torch (target >= {FWD_BWD_SPEEDUP:g}x): n/a")
         if fwd["normref"] is not None:
             r = fwd["normref"] / fwd["memcpy"]
-            targets.append(f"{op} forward: normref = {r:.2f} memcpy "
+            targets.append(f"{op} forward: normref = {r:.3f} memcpy "
                            f"(target <= {FWD_MEMCPY:g}): {verdict(r <= FWD_MEMCPY)}")
         else:
             targets.append(f"{op} forward vs memcpy (target <= {FWD_MEMCPY:g}): n/a")
@@ -413,7 +427,7 @@ def main(argv=None):
             checks.append(f"  jacobian: max |J_normref - J_torch| = {jr['diff']:.1e}")
         if jr["normref"] is not None and jr["torch"] is not None:
             s = jr["torch"] / jr["normref"]
-            targets.append(f"jacobian: normref {s:.2f}x faster than torch.func.jacrev "
+            targets.append(f"jacobian: normref {s:.3f}x faster than torch.func.jacrev "
                            f"(target >= {JAC_SPEEDUP:g}x): {verdict(s >= JAC_SPEEDUP)}")
         else:
             targets.append(f"jacobian vs torch.func.jacrev (target >= {JAC_SPEEDUP:g}x): n/a")

@@ -24,6 +24,9 @@ from .activations.batch_group_norm import batch_group_norm
 from .activations.ghost_batch_norm import ghost_batch_norm
 from .activations.mean_variance_norm import mean_variance_norm
 # (helper-owned normalizers: add one import line each below)
+from .activations.local_response_norm import local_response_norm
+from .activations.normalize import normalize
+from .weights.weight_norm import weight_norm
 # -- end normalizers ----------------------------------------------------------
 
 __version__ = "0.1.0"

@@ -140,3 +140,14 @@ def test_accuracy_main_prints_table(capsys):
     assert accuracy.main(["--ops", "rms_norm"]) == 0
     out = capsys.readouterr().out
     assert "numpy two-pass" in out and "target: normref <= 4 ulps everywhere" in out
+
+
+def test_ulp_error_agrees_with_normref_numerics():
+    numerics = pytest.importorskip("normref.numerics")
+    case = accuracy.make_case("group_norm", 1e4, shape=(2, 8, 2), seed=2)
+    exact = accuracy.reference(case)
+    approx = accuracy.run_numpy_two_pass(case)
+    # same measure; up to 1 ulp apart if ulps_of rounds the reference to
+    # float64 first (mpmath at its default 15 digits)
+    np.testing.assert_allclose(_mpref.ulp_error(exact, approx),
+                               numerics.ulps_of(exact, approx), rtol=0, atol=1.0)

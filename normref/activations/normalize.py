@@ -177,7 +177,9 @@ def normalize(input, p=2.0, dim=1, eps=1e-12):
     scaling; division by :math:`\max|x|` itself when ``p >= 512``), with a
     compensated left-to-right sum, so rows of 1e300 or 1e-300 entries give the
     correctly rounded-scale finite result; :math:`y = x / \max(N, \epsilon)` is
-    one division.  A zero denominator (all-zero fibre with ``eps <= 0``)
+    one division (when :math:`N` itself overflows, e.g. 15 entries of 1.7e308,
+    the scaled row is divided by the scaled norm, so y stays exact; the
+    derivatives, of size :math:`1/N`, are then 0).  A zero denominator (all-zero fibre with ``eps <= 0``)
     raises ValueError.  NaN input propagates to its fibre only.
     """
     return _bind(input, p, dim, eps).forward()

@@ -13,6 +13,9 @@ term lies in ``[2**-p, 1)``, so neither ``1e300`` entries overflow nor
 exact scaling.  For ``p >= 512`` (where ``2**-p`` would underflow) the row
 is divided by ``m`` itself instead.  ``p = inf`` is ``m``, recorded with the
 index of the first maximum (the element that carries the subgradient).
+When the norm itself exceeds the float64 range (e.g. 15 entries of 1.7e308)
+the quotient ``x / N`` is formed from the scaled row and scaled norm; the
+stored norm is then ``inf`` and derivatives (of size ``1/N``) are 0.
 """
 from __future__ import annotations
 
@@ -35,20 +38,24 @@ _BIG = 1.7976931348623157e308
 
 
 @njit(cache=True, fastmath=False)
-def _row_norm(x, i, p):
-    """``(||x[i]||_p, index of the first max |x|)``; NaN propagates."""
+def _row_norm_scaled(x, i, p):
+    """``(r, e, arg)`` with ``||x[i]||_p = r * 2**e`` (exact scaling) and ``arg`` the
+    index of the first max |x|; NaN propagates, inf gives ``(inf, 0, arg)``."""
     D = x.shape[1]
     m = 0.0
     arg = 0
     for j in range(D):
         v = abs(x[i, j])
         if v != v:
-            return v, j
+            return v, 0, j
         if v > m:
             m = v
             arg = j
-    if p == np.inf or m == 0.0 or m > _BIG:
-        return m, arg
+    if m == 0.0 or m > _BIG:
+        return m, 0, arg
+    fm, e = math.frexp(m)
+    if p == np.inf:
+        return fm, e, arg
     s = 0.0
     comp = 0.0
     if p >= 512.0:
@@ -60,8 +67,7 @@ def _row_norm(x, i, p):
             else:
                 comp += (t - z) + s
             s = z
-        return m * (s + comp) ** (1.0 / p), arg
-    _, e = math.frexp(m)
+        return fm * (s + comp) ** (1.0 / p), e, arg
     for j in range(D):
         a = abs(math.ldexp(x[i, j], -e))
         if p == 1.0:
@@ -83,6 +89,13 @@ def _row_norm(x, i, p):
         r = math.sqrt(s)
     else:
         r = s ** (1.0 / p)
+    return r, e, arg
+
+
+@njit(cache=True, fastmath=False)
+def _row_norm(x, i, p):
+    """``(||x[i]||_p, index of the first max |x|)``; NaN propagates."""
+    r, e, arg = _row_norm_scaled(x, i, p)
     return math.ldexp(r, e), arg
 
 
@@ -107,9 +120,16 @@ def normalize_forward(x, p, eps):
     nrm = np.empty(R)
     arg = np.empty(R, dtype=np.int64)
     for i in prange(R):
-        nv, a = _row_norm(x, i, p)
+        r, e, a = _row_norm_scaled(x, i, p)
+        nv = math.ldexp(r, e)
         nrm[i] = nv
         arg[i] = a
+        if nv > _BIG and r <= _BIG:
+            # the norm itself overflows, the quotient does not: divide the
+            # exactly scaled row by the scaled norm
+            for j in range(D):
+                y[i, j] = math.ldexp(x[i, j], -e) / r
+            continue
         d = nv if (nv >= eps or nv != nv) else eps
         for j in range(D):
             y[i, j] = x[i, j] / d

@@ -159,7 +159,7 @@ def _batch_norm(draw):
 
 @st.composite
 def _layer_like(draw, rms=False):
-    shape = draw(shapes(1, 4, max_side=6))
+    shape = draw(shapes(1, 4, max_side=6, max_size=MAX_SIZE // 2))
     k = draw(st.integers(1, len(shape)))
     normalized_shape = shape[len(shape) - k:]
     if math.prod(normalized_shape) < 2:
@@ -210,7 +210,7 @@ def _instance_norm(draw):
 
 @st.composite
 def _positional_norm(draw):
-    shape = draw(shapes(2, 4, max_side=5))
+    shape = draw(shapes(2, 4, max_side=5, max_size=MAX_SIZE // 2))
     if shape[1] < 2:
         shape = (shape[0], 2) + shape[2:]
     return (_data(draw, shape),), {"eps": draw(eps_values())}
@@ -250,7 +250,7 @@ def _ghost_batch_norm(draw):
 
 @st.composite
 def _mean_variance_norm(draw):
-    shape = draw(shapes(4, 4, max_side=4))
+    shape = draw(shapes(4, 4, max_side=4, max_size=MAX_SIZE // 2))
     axes = draw(st.sampled_from([(0, 2, 3), (2, 3), (1, 2, 3), (0, 1, 2, 3), (1,)]))
     if math.prod(shape[a] for a in axes) < 2:
         shape = tuple(s if a != axes[-1] else max(s, 2) for a, s in enumerate(shape))

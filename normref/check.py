@@ -1,0 +1,230 @@
+"""``python -m normref check``: verify every registered normalizer.
+
+For every example case of every normalizer (``spec.examples``) it measures
+
+* ``forward``  -- the numba forward against the autograd reference formula;
+* ``vjp``      -- every VJP slot against autograd's VJP of the reference;
+* ``jvp``      -- the JVP against autograd's forward mode on the reference;
+* ``jacobian`` -- the dense Jacobian against stacked VJPs of unit cotangents;
+* ``vjp-fd`` / ``jvp-fd`` -- dot-product tests against central finite
+  differences in random directions (:func:`normref.testing.check_vjp`).
+
+Each measure is an error relative to the scale of the rounding the quantity
+can carry, next to its tolerance; the table prints, per normalizer, the
+worst error of each check and exits non-zero if any exceeds its tolerance.
+The test-suite asserts the same measures (tests/test_registry.py).
+"""
+from __future__ import annotations
+
+import math
+import time
+
+import numpy as np
+
+from . import autodiff
+from .registry import REGISTRY
+
+EPS = float(np.finfo(np.float64).eps)
+
+#: tolerances, in units of EPS times the case's conditioning (see :func:`cond`)
+FORWARD_ULPS = 16.0
+DERIVATIVE_ULPS = 64.0
+FD_RTOL = 1e-6
+
+
+def cond(x):
+    """How much an input's offset amplifies rounding in a textbook formula.
+
+    ``1 + max|x| / std(x)``: about 4 for centred data, 1e4 for ``1e4 + N(0,1)``
+    (the reference's plain two-pass variance loses that factor; normref's
+    kernels do not).
+    """
+    x = np.asarray(x, dtype=np.float64)
+    if x.size == 0:
+        return 1.0
+    sd = float(np.std(x))
+    return 1.0 + float(np.max(np.abs(x))) / (sd if sd > 0 else 1.0)
+
+
+def differentiable_slots(spec, case):
+    """Positions of the differentiable array arguments of this call."""
+    _, _, slots = autodiff.bind(spec.function, *case.fresh_args(), **case.kwargs)
+    return [i for i, s in enumerate(slots) if s is not None]
+
+
+def reference_of(spec, case, i):
+    """The reference as a function of positional argument ``i`` alone."""
+
+    def f(a):
+        args = list(case.fresh_args())
+        args[i] = a
+        return spec.reference(*args, **case.kwargs)
+
+    return f
+
+
+def rounding_scale(spec, case, k, vec, transpose):
+    """Size of the rounding a VJP (``transpose``) or JVP along ``vec`` can carry.
+
+    ``max_j sum_i |J_ij| |v_i|``, and at least ``|v| max(1, |y|) / std(x)``:
+    intermediate terms have that size even where the exact derivative cancels
+    (a group of two values has ``J = 0`` up to eps).
+    """
+    J = autodiff.jacobian(spec.function, *case.fresh_args(), wrt=k, **case.kwargs)
+    y_size = int(np.prod(J.shape[: J.ndim - np.ndim(case.args[k])], dtype=np.int64))
+    Jm = np.abs(J.reshape(y_size, -1))
+    v = np.abs(np.asarray(vec, dtype=np.float64)).ravel()
+    out = Jm.T @ v if transpose else Jm @ v
+    x = np.asarray(case.args[0], dtype=np.float64)
+    y = spec.function(*case.fresh_args(), **case.kwargs)
+    sd = float(np.std(x)) if x.size else 1.0
+    inter = float(v.max(initial=0)) * max(1.0, float(np.abs(y).max(initial=0))) / (sd or 1.0)
+    return max(float(out.max(initial=0)), inter, 1e-300)
+
+
+def _ratio(err, scale):
+    return float(err) / scale if scale > 0 else (0.0 if err == 0 else math.inf)
+
+
+def forward_error(spec, case):
+    """(relative error, tolerance) of the forward against the reference."""
+    y = spec.function(*case.fresh_args(), **case.kwargs)
+    yr = spec.reference(*case.fresh_args(), **case.kwargs)
+    if np.shape(y) != np.shape(yr) or y.dtype != np.float64:
+        return math.inf, 0.0
+    scale = max(1.0, float(np.max(np.abs(yr), initial=0)))
+    err = float(np.max(np.abs(y - yr), initial=0))
+    return _ratio(err, scale), FORWARD_ULPS * EPS * cond(case.args[0])
+
+
+def vjp_error(spec, case, rng):
+    """(worst relative error over slots, tolerance) of the VJP against autograd."""
+    import autograd
+
+    y, pullback = autodiff.vjp(spec.function, *case.fresh_args(), **case.kwargs)
+    dy = rng.standard_normal(y.shape)
+    grads = pullback(dy)
+    worst = 0.0
+    for k in differentiable_slots(spec, case):
+        ref = autograd.make_vjp(reference_of(spec, case, k))(case.args[k])[0](dy)
+        err = float(np.max(np.abs(grads[k] - ref), initial=0))
+        worst = max(worst, _ratio(err, rounding_scale(spec, case, k, dy, True)))
+    return worst, DERIVATIVE_ULPS * EPS * cond(case.args[0])
+
+
+def jvp_error(spec, case, rng):
+    """(relative error, tolerance) of the JVP (all slots at once) against autograd."""
+    import autograd
+
+    slots = differentiable_slots(spec, case)
+    tangents = [None] * len(case.args)
+    for k in slots:
+        tangents[k] = rng.standard_normal(np.shape(case.args[k]))
+    y, ty = autodiff.jvp(spec.function, case.fresh_args(), tangents, **case.kwargs)
+    expected = np.zeros(y.shape)
+    scale = 0.0
+    for k in slots:
+        expected = expected + autograd.make_jvp(reference_of(spec, case, k))(case.args[k])(tangents[k])[1]
+        scale += rounding_scale(spec, case, k, tangents[k], False)
+    err = float(np.max(np.abs(ty - expected), initial=0))
+    return _ratio(err, scale), DERIVATIVE_ULPS * EPS * cond(case.args[0])
+
+
+def jacobian_error(spec, case):
+    """(relative error, tolerance) of the dense Jacobians against stacked VJPs."""
+    y, pullback = autodiff.vjp(spec.function, *case.fresh_args(), **case.kwargs)
+    worst = 0.0
+    for k in differentiable_slots(spec, case):
+        J = autodiff.jacobian(spec.function, *case.fresh_args(), wrt=k, **case.kwargs)
+        if J.shape != y.shape + np.shape(case.args[k]):
+            return math.inf, 0.0
+        rows = []
+        for j in range(y.size):
+            e = np.zeros(y.size)
+            e[j] = 1.0
+            rows.append(pullback(e.reshape(y.shape))[k].ravel())
+        stacked = np.array(rows).reshape(J.shape)
+        scale = max(1.0, float(np.abs(stacked).max(initial=0)))
+        worst = max(worst, _ratio(np.abs(J - stacked).max(initial=0), scale))
+    return worst, 1e-12
+
+
+def fd_errors(spec, case, rng):
+    """((vjp-fd, tol), (jvp-fd, tol)): dot-product tests against finite differences."""
+    from .testing import check_vjp
+
+    args = case.fresh_args()
+    if np.asarray(args[0]).size == 0:
+        return (0.0, FD_RTOL), (0.0, FD_RTOL)
+    res = check_vjp(spec.function, *args, rng=rng, raise_exception=False, rtol=FD_RTOL,
+                    **case.kwargs)
+    return (res.vjp_vs_fd, FD_RTOL), (res.jvp_vs_fd, FD_RTOL)
+
+
+CHECKS = ("forward", "vjp", "jvp", "jacobian", "vjp-fd", "jvp-fd")
+
+
+def check_case(spec, case, seed=0):
+    """{check: (error, tolerance)} for one case."""
+    rng = np.random.default_rng(seed)
+    out = {
+        "forward": forward_error(spec, case),
+        "vjp": vjp_error(spec, case, rng),
+        "jvp": jvp_error(spec, case, rng),
+        "jacobian": jacobian_error(spec, case),
+    }
+    out["vjp-fd"], out["jvp-fd"] = fd_errors(spec, case, rng)
+    return out
+
+
+def run(names=None, seed=0, out=print):
+    """Check the named normalizers (all by default); print a table; return failures.
+
+    A failure is ``(normalizer, case label, check, error, tolerance)``; an
+    exception raised while checking a case is reported as a failure of every
+    check of that case.
+    """
+    names = sorted(REGISTRY) if not names else list(names)
+    for n in names:
+        if n not in REGISTRY:
+            raise KeyError(f"no normalizer named {n!r}; registered: {', '.join(sorted(REGISTRY))}")
+    width = max(len(n) for n in names) + 2
+    head = f"{'normalizer':<{width}}{'cases':>6}" + "".join(f"{c:>11}" for c in CHECKS) + "  status"
+    out("worst error per check, relative to the rounding scale (tolerances: forward "
+        f"{FORWARD_ULPS:g} eps x cond, derivatives {DERIVATIVE_ULPS:g} eps x cond, "
+        f"finite differences {FD_RTOL:g})")
+    out(head)
+    out("-" * len(head))
+    failures = []
+    t0 = time.perf_counter()
+    for n in names:
+        spec = REGISTRY[n]
+        worst = {c: 0.0 for c in CHECKS}
+        bad = set()
+        cases = spec.examples(np.random.default_rng(1234))
+        for i, case in enumerate(cases):
+            try:
+                res = check_case(spec, case, seed=seed + i)
+            except Exception as e:  # a crash is a failure of the case, reported
+                for c in CHECKS:
+                    worst[c] = math.inf
+                    bad.add(c)
+                failures.append((n, case.label, "exception", f"{type(e).__name__}: {e}", None))
+                continue
+            for c, (err, tol) in res.items():
+                worst[c] = max(worst[c], err)
+                if not err <= tol:
+                    bad.add(c)
+                    failures.append((n, case.label, c, err, tol))
+        cells = "".join(
+            f"{('%.1e' % worst[c]) + ('!' if c in bad else ' '):>11}" for c in CHECKS
+        )
+        out(f"{n:<{width}}{len(cases):>6}{cells}  {'FAIL' if bad else 'ok'}")
+    out("-" * len(head))
+    out(f"{len(names)} normalizers, {len(failures)} failures, {time.perf_counter() - t0:.1f} s")
+    for n, label, c, err, tol in failures:
+        if tol is None:
+            out(f"FAIL {n} [{label}]: {err}")
+        else:
+            out(f"FAIL {n} [{label}] {c}: error {err:.3e} > tolerance {tol:.3e}")
+    return failures
