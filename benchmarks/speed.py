@@ -18,7 +18,7 @@ loads the numba kernels):
   (128, 16) with respect to the input: ``normref.jacobian`` against
   ``torch.func.jacrev``.
 
-All numbers come from the same run; numba and torch both use ``--threads``
+All numbers come from the same run, timed round-robin per op; numba and torch both use ``--threads``
 threads (default 2).  Targets (printed with PASS/FAIL): forward + backward at
 least 1.5x faster than PyTorch on each op; forward within 2 memcpy times;
 Jacobian at least 10x faster than ``torch.func.jacrev``.  The exit status is 0

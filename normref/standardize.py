@@ -179,8 +179,8 @@ class Standardization(Plan):
     def group_mean(self):
         """Per-group mean, shape ``partition.group_shape``."""
         self._ensure_stats()
-        mu_hi, mu_lo = self.stats[0], self.stats[1]
-        return (mu_hi + mu_lo).reshape(self.partition.group_shape)
+        mu_hi, mu_lo, scale = self.stats[0], self.stats[1], self.stats[2]
+        return (mu_hi + mu_lo / scale).reshape(self.partition.group_shape)
 
     def group_var(self):
         """Per-group biased variance (mean square if not centered)."""

@@ -121,8 +121,8 @@ def lrn_vjp(x, y, r, u, e, dy, lo, hi, a, beta):
         n = p // L
         l = p - n * L
         for j in range(C):
-            c0 = max(j - lo, 0)
-            c1 = min(j + hi, C - 1)
+            c0 = max(j - hi, 0)
+            c1 = min(j + lo, C - 1)
             acc = 0.0
             xj = x[n, j, l]
             for c in range(c0, c1 + 1):

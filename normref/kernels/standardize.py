@@ -12,12 +12,14 @@ Per group the statistics kernel stores
 
 * ``mu_hi``: the float64 mean of a first pass (plain sum);
 * ``mu_lo``: the mean of ``d = x - mu_hi`` from a compensated second pass
-  (``d`` is exact near the mean by Sterbenz' lemma), so that
-  ``x - mean = (x - mu_hi) - mu_lo``: the correction is subtracted from ``d``,
-  never added to ``mu_hi``;
+  (``d`` is exact near the mean by Sterbenz' lemma; elsewhere the exact
+  rounding error of the subtraction, from TwoSum, joins the compensated
+  sum), held in *scaled* units (times ``scale``) so that
+  ``(x - mean) * scale = (x * scale - mu_hi * scale) - mu_lo``: the correction
+  is subtracted from ``d``, never added to ``mu_hi``;
 * ``scale = 2**-k``: a power of two applied to ``d`` before squaring when the
   plain sums overflow or underflow (huge or subnormal data); 1 otherwise;
-* ``F``: the multiplier such that ``xhat = (d - mu_lo) * scale * F``;
+* ``F``: the multiplier such that ``xhat = (x * scale - mu_hi * scale - mu_lo) * F``;
 * ``c``: the coefficient of the rank-one term of the Jacobian (below);
 * ``var``: the biased variance (or mean square, for scale-only).
 
@@ -97,9 +99,13 @@ def _group_moments(x, g1, g2, center, scale):
     for r1 in range(R1):
         for r2 in range(R2):
             for r3 in range(R3):
-                d = (x[g1, g2, r1, r2, r3] - mu_hi) * scale
+                # d = x - mu_hi in scaled units, with the exact rounding error
+                # de of the subtraction (zero when Sterbenz applies) folded
+                # into the residual sum, so that the residual mean is exact to
+                # a few ulps at any offset
+                d, de = _two_sum(x[g1, g2, r1, r2, r3] * scale, -(mu_hi * scale))
                 s1, t = _two_sum(s1, d)
-                c1 += t
+                c1 += t + de
                 s2, t = _two_sum(s2, d * d)
                 c2 += t
     return mu_hi, s1 + c1, s2 + c2
@@ -119,15 +125,21 @@ def _group_stats(x, g1, g2, center, eps, eps_outside, fixed_mean, fixed_var, use
     if math.isfinite(mu_hi) and (not math.isfinite(s2) or s2 < _TINY):
         # rescale by a power of two (exact) so that squares neither overflow
         # nor lose bits to underflow
+        # (m = max |x - mu_hi| / 2 when the deviations may overflow)
+        half = 0.5 if not math.isfinite(s2) else 1.0
         m = 0.0
         for r1 in range(R1):
             for r2 in range(R2):
                 for r3 in range(R3):
-                    a = abs(x[g1, g2, r1, r2, r3] - mu_hi)
+                    a = abs(x[g1, g2, r1, r2, r3] * half - mu_hi * half)
                     if not a <= m:
                         m = a
         if math.isfinite(m) and m > 0.0:
             _, e = math.frexp(m)
+            if half != 1.0:
+                e += 1
+            # keep the scale a normal power of two (1/scale finite)
+            e = min(max(e, -1022), 1022)
             scale = math.ldexp(1.0, -e)
             mu_hi, s1, s2 = _group_moments(x, g1, g2, center, scale)
     r = s1 / n  # residual mean of d, in scaled units
@@ -137,8 +149,8 @@ def _group_stats(x, g1, g2, center, eps, eps_outside, fixed_mean, fixed_var, use
             v = 0.0
     else:
         v = s2 / n
-    mu_lo = r / scale if center else 0.0
-    var = v / (scale * scale)
+    mu_lo = r if center else 0.0  # in scaled units (never rounded to the subnormal grid)
+    var = (v / scale) / scale
     if eps_outside:
         sd = math.sqrt(v)
         es = eps * scale
@@ -150,7 +162,7 @@ def _group_stats(x, g1, g2, center, eps, eps_outside, fixed_mean, fixed_var, use
             F = 1.0 / (sd + es)
             c = -(sd + es) / sd if sd > 0.0 else 0.0
     else:
-        es = eps * (scale * scale)
+        es = (eps * scale) * scale  # 0 for eps = 0 (scale * scale may overflow)
         if math.isinf(es):
             # eps dominates the (tiny) variance beyond float64 resolution
             F = (1.0 / math.sqrt(eps)) / scale
@@ -185,7 +197,7 @@ def standardize_forward(x, pidx, gamma, beta, has_gamma, has_beta, center, eps,
         for r1 in range(R1):
             for r2 in range(R2):
                 for r3 in range(R3):
-                    xh = (((x[g1, g2, r1, r2, r3] - a) - b) * s) * f
+                    xh = ((x[g1, g2, r1, r2, r3] * s - a * s) - b) * f
                     p = pidx[g1, g2, r1, r2, r3]
                     if has_gamma:
                         xh = xh * gamma[p]
@@ -227,7 +239,7 @@ def standardize_project(x, pidx, gamma, has_gamma, v, center, mu_hi, mu_lo, scal
             for r1 in range(R1):
                 for r2 in range(R2):
                     for r3 in range(R3):
-                        xh = (((x[g1, g2, r1, r2, r3] - a) - b) * s) * f
+                        xh = ((x[g1, g2, r1, r2, r3] * s - a * s) - b) * f
                         w = v[g1, g2, r1, r2, r3]
                         if want_param_grads:
                             p = pidx[g1, g2, r1, r2, r3]
@@ -244,11 +256,12 @@ def standardize_project(x, pidx, gamma, has_gamma, v, center, mu_hi, mu_lo, scal
             sum_v[g] = s1
             sum_vx[g] = s2
             m1 = s1 / n if center else 0.0
-            m2 = c[g] * (s2 / n)
+            # c = 0 (fixed statistics): no rank-one term, even if s2 is NaN
+            m2 = c[g] * (s2 / n) if c[g] != 0.0 else 0.0
             for r1 in range(R1):
                 for r2 in range(R2):
                     for r3 in range(R3):
-                        xh = (((x[g1, g2, r1, r2, r3] - a) - b) * s) * f
+                        xh = ((x[g1, g2, r1, r2, r3] * s - a * s) - b) * f
                         w = v[g1, g2, r1, r2, r3]
                         if has_gamma:
                             w = w * gamma[pidx[g1, g2, r1, r2, r3]]
@@ -269,4 +282,4 @@ def standardize_xhat(x, mu_hi, mu_lo, scale, F, out):
         for r1 in range(R1):
             for r2 in range(R2):
                 for r3 in range(R3):
-                    out[g1, g2, r1, r2, r3] = (((x[g1, g2, r1, r2, r3] - a) - b) * s) * f
+                    out[g1, g2, r1, r2, r3] = ((x[g1, g2, r1, r2, r3] * s - a * s) - b) * f

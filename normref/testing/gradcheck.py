@@ -40,6 +40,8 @@ __all__ = [
 
 #: seed of every random direction drawn here (fast mode, default cotangents)
 SEED = 20240517
+#: finite-difference steps of the dot tests: step * 10**k, k = 0 .. N_RUNGS-1
+N_RUNGS = 6
 
 
 class GradcheckError(AssertionError, RuntimeError):
@@ -607,54 +609,75 @@ def _dot_test(subject, func, args, kwargs, *, rng, n_directions, step, rtol, ato
     failures = []
     for d in range(n_directions):
         # direction: Gaussian, scaled per input by its spread
-        dirs = [s * rng.standard_normal(x.shape) for x, s in zip(base, scales)]
+        dirs0 = [s * rng.standard_normal(x.shape) for x, s in zip(base, scales)]
         v = rng.standard_normal(y.shape)
-        # central differences at h and h/2, Richardson-combined: (4 D(h/2) - D(h)) / 3
-        # cancels the h^2 term.  Each uses the direction actually taken after
-        # rounding x +- h t; J is linear, so the combined difference approximates
-        # J applied to the same combination of those directions.
-        fds, effs = [], []
-        for h in (step, 0.5 * step):
-            plus = [x + h * t for x, t in zip(base, dirs)]
-            minus = [x - h * t for x, t in zip(base, dirs)]
-            effs.append([(p - m) / (2.0 * h) for p, m in zip(plus, minus)])
-            fds.append((f_of(plus) - f_of(minus)) / (2.0 * h))
-        fd_vec = (4.0 * fds[1] - fds[0]) / 3.0
-        dirs = [(4.0 * t2 - t1) / 3.0 for t1, t2 in zip(effs[0], effs[1])]
-        fd = float(np.vdot(v, fd_vec))
-
+        vnorm = float(np.linalg.norm(v))
         _, pb = vjp(func, *_copy_args(args), **kwargs)
         g = pb(v)
-        vj = float(sum(np.vdot(g[i], t) for i, t in zip(diff, dirs)))
         gnorm = float(np.sqrt(sum(np.vdot(g[i], g[i]) for i in diff)))
-        unorm = float(np.sqrt(sum(np.vdot(t, t) for t in dirs)))
+        rungs = []
+        for k in range(N_RUNGS):
+            h = step * 10.0**k
+            # central differences at h and h/2, Richardson-combined:
+            # (4 D(h/2) - D(h)) / 3 cancels the h^2 term.  Each uses the direction
+            # actually taken after rounding x +- h t; J is linear, so the
+            # combination approximates J applied to the same combination of them.
+            fds, effs = [], []
+            for hh in (h, 0.5 * h):
+                plus = [x + hh * t for x, t in zip(base, dirs0)]
+                minus = [x - hh * t for x, t in zip(base, dirs0)]
+                effs.append([(p - m) / (2.0 * hh) for p, m in zip(plus, minus)])
+                fds.append((f_of(plus) - f_of(minus)) / (2.0 * hh))
+            fd_vec = (4.0 * fds[1] - fds[0]) / 3.0
+            dirs = [(4.0 * t2 - t1) / 3.0 for t1, t2 in zip(effs[0], effs[1])]
+            tans = [None] * len(args)
+            for i, t in zip(diff, dirs):
+                tans[i] = t
+            _, ty = jvp(func, _copy_args(args), tuple(tans), **kwargs)
+            ty = np.asarray(ty, dtype=np.float64)
+            unorm = float(np.sqrt(sum(np.vdot(t, t) for t in dirs)))
+            rungs.append({
+                "h": h,
+                "fd": float(np.vdot(v, fd_vec)),
+                "vjp": float(sum(np.vdot(g[i], t) for i, t in zip(diff, dirs))),
+                "jvp": float(np.vdot(v, ty)),
+                "scale": max(vnorm * float(np.linalg.norm(ty)), gnorm * unorm,
+                             vnorm * float(np.linalg.norm(fd_vec))),
+            })
+        # pick the pair of neighbouring steps whose finite differences agree best.
+        # The criterion uses the subject's discrepancy e_k = analytical_k - fd_k:
+        # a wrong derivative adds the same error to every e_k (the directions of
+        # the rungs differ only by rounding), which cancels in e_k - e_{k+1}, so
+        # the choice measures only the finite differences' own consistency.
+        def disc(r):
+            sc = r["scale"] if r["scale"] > 0 else 1.0
+            return (r[subject] - r["fd"]) / sc
 
-        tans = [None] * len(args)
-        for i, t in zip(diff, dirs):
-            tans[i] = t
-        _, ty = jvp(func, _copy_args(args), tuple(tans), **kwargs)
-        ty = np.asarray(ty, dtype=np.float64)
-        jv = float(np.vdot(v, ty))
-
-        vnorm = float(np.linalg.norm(v))
-        scale = max(vnorm * float(np.linalg.norm(ty)), gnorm * unorm,
-                    vnorm * float(np.linalg.norm(fd_vec)))
+        jumps = [abs(disc(rungs[k]) - disc(rungs[k + 1])) for k in range(N_RUNGS - 1)]
+        jumps = [np.inf if np.isnan(j) else j for j in jumps]
+        kbest = int(np.argmin(jumps))
+        pair = (rungs[kbest], rungs[kbest + 1])
+        scale = max(pair[0]["scale"], pair[1]["scale"])
+        fd = 0.5 * (pair[0]["fd"] + pair[1]["fd"])
+        vj = 0.5 * (pair[0]["vjp"] + pair[1]["vjp"])
+        jv = 0.5 * (pair[0]["jvp"] + pair[1]["jvp"])
+        r0 = rungs[0]
         rec = {}
-        for key, a, b, rt in (
-            ("vjp_vs_fd", vj, fd, rtol),
-            ("jvp_vs_fd", jv, fd, rtol),
-            ("vjp_vs_jvp", vj, jv, adjoint_rtol),
+        for key, a, b, rt, sc in (
+            ("vjp_vs_fd", vj, fd, rtol, scale),
+            ("jvp_vs_fd", jv, fd, rtol, scale),
+            ("vjp_vs_jvp", r0["vjp"], r0["jvp"], adjoint_rtol, r0["scale"]),
         ):
             err = abs(a - b)
-            rel = err / scale if scale > 0 else (0.0 if err == 0 else float("inf"))
+            rel = err / sc if sc > 0 else (0.0 if err == 0 else float("inf"))
             if np.isnan(err):
                 rel = float("inf")
             rec[key] = rel
             worst[key] = max(worst[key], rel)
             checked = key == "vjp_vs_jvp" or key.startswith(subject)
-            if checked and not err <= atol + rt * scale:
+            if checked and not err <= atol + rt * sc:
                 failures.append((d, key, a, b, rel, rt))
-        rec.update(vjp=vj, jvp=jv, fd=fd, scale=scale)
+        rec.update(vjp=vj, jvp=jv, fd=fd, scale=scale, h=pair[0]["h"])
         records.append(rec)
 
     result = DotTestResult(
@@ -664,7 +687,8 @@ def _dot_test(subject, func, args, kwargs, *, rng, n_directions, step, rtol, ato
     if failures and raise_exception:
         lines = [
             f"{name}: dot-product test of the {subject.upper()} failed "
-            f"(h = {step:g} x spread of each input; rtol={rtol:g}, "
+            f"(steps {step:g} .. {step * 10.0 ** (N_RUNGS - 1):g} x spread of each input; "
+            f"rtol={rtol:g}, "
             f"adjoint_rtol={adjoint_rtol:g}, atol={atol:g})"
         ]
         for d, key, a, b, rel, rt in failures:
@@ -698,17 +722,20 @@ _DOT_DOC = """
 
     Step: the direction of argument ``x`` is ``spread(x) * N(0, 1)`` with
     ``spread`` the standard deviation of ``x`` (its largest magnitude when
-    constant, 1 when zero), and ``h = step``.  So the absolute perturbation is
-    ``step`` times the *spread*, not the magnitude: for ``1e4 + N(0, 1)`` it is
-    ``~1e-6``, a relative step would be ``1e-2`` and the truncation error would
-    swamp the check.  The finite difference is the Richardson combination
-    ``(4 D(h/2) - D(h)) / 3`` of central differences ``D``, whose truncation
-    error is O(h^4) instead of O(h^2): this matters when the function has
-    features much finer than the data's spread (LRN with large inputs, say).
-    The direction used on the analytical side is the one the rounded points
-    ``x +- h u`` actually differ by (same combination).  With ``step=1e-6`` the
-    difference is accurate to ~1e-9 relative (rounding ~1e-16/h dominates),
-    hence ``rtol=1e-6``.
+    constant, 1 when zero).  So the perturbation follows the *spread*, not the
+    magnitude: for ``1e4 + N(0, 1)`` a relative step would be 1e4 times too
+    large and the truncation error would swamp the check.  Each finite
+    difference is the Richardson combination ``(4 D(h/2) - D(h)) / 3`` of
+    central differences ``D`` (truncation O(h^4)), evaluated on the ladder
+    ``h = step * 10**k``, ``k = 0..5`` (1e-6 .. 0.1 by default): no single step
+    suits both a function with features finer than the data's spread (LRN on
+    large inputs: small h) and one whose output barely moves (RMS norm of
+    ``1e8 + N(0, 1)``: rounding error ``~1e-16 * 1e8 / h``, large h).  The
+    pair of neighbouring rungs whose discrepancies agree best is used (a wrong
+    derivative shifts every rung's discrepancy equally, so it cannot steer the
+    choice); the reported value is the pair's mean.  The direction used on the
+    analytical side is the one the rounded points ``x +- h u`` actually
+    differ by.  Accuracy is then ~1e-9 relative or better, hence ``rtol=1e-6``.
 
     Discrepancies are relative to the Cauchy-Schwarz scale
     ``max(||v|| ||J u||, ||J^T v|| ||u||)``: pass when

@@ -1,0 +1,69 @@
+"""python -m normref {list, check, info}."""
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+import normref
+from normref import cli
+from normref.standardize import Standardization
+
+
+def test_check_one_normalizer_passes(capsys):
+    assert cli.main(["check", "layer_norm"]) == 0
+    out = capsys.readouterr().out
+    assert "layer_norm" in out and "0 failures" in out
+    for col in ("forward", "vjp", "jvp", "jacobian", "vjp-fd", "jvp-fd"):
+        assert col in out
+
+
+def test_check_fails_on_a_broken_vjp(monkeypatch, capsys):
+    real = Standardization.vjp
+
+    def broken(self, dy):
+        grads = real(self, dy)
+        grads["input"] = grads["input"] * (1 + 1e-6)  # a 1e-6 relative error
+        return grads
+
+    monkeypatch.setattr(Standardization, "vjp", broken)
+    assert cli.main(["check", "batch_norm"]) == 1
+    out = capsys.readouterr().out
+    assert "FAIL batch_norm" in out and " vjp" in out
+
+
+def test_check_fails_on_a_broken_jvp(monkeypatch, capsys):
+    real = Standardization.jvp
+    monkeypatch.setattr(Standardization, "jvp", lambda self, t: real(self, t) * 1.001)
+    assert cli.main(["check", "group_norm"]) == 1
+    assert "jvp" in capsys.readouterr().out
+
+
+def test_check_reports_an_exception_as_failure(monkeypatch, capsys):
+    def boom(self, dy):
+        raise RuntimeError("kernel exploded")
+
+    monkeypatch.setattr(Standardization, "vjp", boom)
+    assert cli.main(["check", "rms_norm"]) == 1
+    assert "kernel exploded" in capsys.readouterr().out
+
+
+def test_check_unknown_name():
+    with pytest.raises(KeyError, match="no normalizer named"):
+        cli.main(["check", "not_a_norm"])
+
+
+def test_list_prints_the_taxonomy(capsys):
+    assert cli.main(["list"]) == 0
+    out = capsys.readouterr().out
+    for name in normref.REGISTRY:
+        assert name in out
+    assert "NAP" in out and "NOP" in out and "NRR" in out
+
+
+@pytest.mark.slow
+def test_module_entry_point_runs_check():
+    r = subprocess.run([sys.executable, "-m", "normref", "check", "instance_norm", "normalize"],
+                       capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "instance_norm" in r.stdout and "normalize" in r.stdout
