@@ -156,8 +156,9 @@ def test_local_response_norm_windows_hand_values():
     close(y, [1 / 2, 2 / 6, 3 / 14])                 # torch: [c-1, c]
     y = R.local_response_norm(x, 2, alpha=2.0, beta=1.0, k=1.0, convention="onnx").ravel()
     close(y, [1 / 6, 2 / 14, 3 / 10])                # onnx: [c, c+1]
-    y = R.local_response_norm(x, 2, alpha=2.0, beta=1.0, k=1.0, convention="caffe").ravel()
-    close(y, [1 / 2, 2 / 6, 3 / 14])                 # caffe even n -> torch window
+    for conv in ("caffe", "tf"):                      # symmetric windows need odd n
+        with pytest.raises(ValueError, match="odd size"):
+            R.local_response_norm(x, 2, convention=conv)
     y = R.local_response_norm(x, 3, alpha=1.0, beta=1.0, k=1.0, convention="tf").ravel()
     close(y, [1 / 6, 2 / 15, 3 / 14])                # tf: radius 1, alpha undivided
     y = R.local_response_norm(x, 3, alpha=3.0, beta=1.0, k=1.0, convention="caffe").ravel()
@@ -349,10 +350,11 @@ def test_local_response_norm_onnx_caffe_tf_windows_brute_force(rng, size):
     C = 7
     rules = {
         "onnx": (lambda c: (c - (size - 1) // 2, c + math.ceil((size - 1) / 2)), 0.4 / size),
-        "caffe": ((lambda c: (c - (size - 1) // 2, c + (size - 1) // 2)) if size % 2 else
-                  (lambda c: (c - size // 2, c + (size - 1) // 2)), 0.4 / size),
+        "caffe": (lambda c: (c - (size - 1) // 2, c + (size - 1) // 2), 0.4 / size),
         "tf": (lambda c: (c - (size - 1) // 2, c + (size - 1) // 2), 0.4),
     }
+    if size % 2 == 0:
+        del rules["caffe"], rules["tf"]
     for conv, (window, scale) in rules.items():
         expected = np.empty_like(x)
         for c in range(C):

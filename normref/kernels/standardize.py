@@ -159,8 +159,10 @@ def _group_stats(x, g1, g2, center, eps, eps_outside, fixed_mean, fixed_var, use
             F = (1.0 / eps) / scale
             c = 0.0
         else:
-            F = 1.0 / (sd + es)
-            c = -(sd + es) / sd if sd > 0.0 else 0.0
+            den = sd + es
+            # den <= 0 (negative eps): undefined, NaN is reported by the caller
+            F = 1.0 / den if den > 0.0 else math.nan
+            c = -den / sd if sd > 0.0 else 0.0
     else:
         es = (eps * scale) * scale  # 0 for eps = 0 (scale * scale may overflow)
         if math.isinf(es):

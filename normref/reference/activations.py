@@ -431,10 +431,13 @@ def _lrn_window(size, convention):
         return n // 2, (n - 1) // 2, True
     if convention == "onnx":
         return (n - 1) // 2, n // 2, True          # ceil((n-1)/2) == n // 2
+    if convention in ("caffe", "tf") and n % 2 == 0:
+        raise ValueError(
+            f"local_response_norm: convention={convention!r} has a symmetric window "
+            f"and needs an odd size, got size={n}"
+        )
     if convention == "caffe":
-        if n % 2:
-            return (n - 1) // 2, (n - 1) // 2, True
-        return n // 2, (n - 1) // 2, True           # even n: torch's window
+        return (n - 1) // 2, (n - 1) // 2, True
     if convention == "tf":
         r = (n - 1) // 2
         return r, r, False
@@ -468,14 +471,14 @@ def local_response_norm(input, size, alpha=1e-4, beta=0.75, k=1.0, *,
       is on the other side.
     * ``"caffe"``: Caffe ACROSS_CHANNELS, ``local_size`` must be odd there
       (symmetric window, pre_pad :math:`(n-1)/2`), alpha divided by
-      :math:`n`; an even ``size`` falls back to torch's window.
+      :math:`n`; an even ``size`` is a ValueError, as in Caffe.
     * ``"tf"``: ``tf.nn.local_response_normalization(input, depth_radius,
       bias, alpha, beta)`` with the mapping ``depth_radius = (size-1)//2``,
       ``bias = k``; the window is :math:`[c-r, c+r]` of :math:`2r+1`
       channels and alpha is **not** divided by the window size:
       :math:`y = x / (k + \alpha \sum x_j^2)^\beta`.  (TF puts channels
-      last; here they are on axis 1 like the others.)  For even ``size`` the
-      window has ``size - 1`` channels.
+      last; here they are on axis 1 like the others.)  An even ``size`` has
+      no depth_radius: ValueError.
     """
     x = _f64(input)
     before, after, divide = _lrn_window(size, convention)
