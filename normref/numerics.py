@@ -97,11 +97,15 @@ def ulp_distance(a, b):
     a = np.asarray(a, dtype=np.float64)
     b = np.asarray(b, dtype=np.float64)
     a, b = np.broadcast_arrays(a, b)
-    ia = _ordered(a).astype(np.float64)
-    ib = _ordered(b).astype(np.float64)
-    # int64 subtraction could overflow for opposite signs; float64 keeps the
-    # magnitude (exact below 2**53 ulps, which is all that matters).
-    d = np.abs(ia - ib)
+    ia = _ordered(a)
+    ib = _ordered(b)
+    # same sign: the int64 difference is exact and cannot overflow; opposite
+    # signs: |ia| + |ib| in float64 (the distance is then huge anyway).
+    same = (ia >= 0) == (ib >= 0)
+    with np.errstate(over="ignore"):
+        d_same = np.abs(np.where(same, ia - ib, 0)).astype(np.float64)
+    d_opp = np.abs(ia.astype(np.float64)) + np.abs(ib.astype(np.float64))
+    d = np.where(same, d_same, d_opp)
     nan_a, nan_b = np.isnan(a), np.isnan(b)
     d = np.where(nan_a | nan_b, np.inf, d)
     d = np.where(nan_a & nan_b, 0.0, d)

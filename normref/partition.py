@@ -31,7 +31,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-from numpy.lib.stride_tricks import as_strided
 
 __all__ = ["Partition", "Layout"]
 
@@ -101,7 +100,14 @@ def _blocks(axes, shape, strides_list):
 
 
 class Layout:
-    """The 5-D kernel view of one partition (see the module docstring)."""
+    """The 5-D kernel view of one partition (see the module docstring).
+
+    Data arrays (input, output, cotangents, tangents) are handed to kernels
+    as flat C-contiguous buffers of the split shape (or of its transpose in
+    the rare fallback), all sharing the element strides ``strides``;
+    ``shape5`` is the block shape ``(G1, G2, R1, R2, R3)`` and
+    ``param_strides`` index the flattened affine parameter.
+    """
 
     def __init__(self, partition: Partition):
         self.partition = partition
@@ -114,77 +120,46 @@ class Layout:
         pst = tuple(pst_full[a] if a in partition.affine_axes else 0 for a in range(len(S)))
         gb = _blocks(g_axes, S, [cst, pst])
         rb = _blocks(r_axes, S, [cst, pst])
-        self.transposed = len(gb) > 2 or len(rb) > 3
-        if self.transposed:
+        self.order = None
+        shape_T, cst_T, pst_T = S, cst, pst
+        if len(gb) > 2 or len(rb) > 3:
             # rare (high-rank interleaved partitions): work on a transposed copy
             order = g_axes + r_axes
             self.order = order
-            tS = tuple(S[a] for a in order)
-            tcst = _c_strides(tS)
-            tpst = tuple(pst[a] for a in order)
+            shape_T = tuple(S[a] for a in order)
+            cst_T = _c_strides(shape_T)
+            pst_T = tuple(pst[a] for a in order)
             ng = len(g_axes)
-            gb = _blocks(tuple(range(ng)), tS, [tcst])
-            rb = _blocks(tuple(range(ng, len(tS))), tS, [tcst])
-            self._pidx_full = np.ascontiguousarray(
-                as_strided(
-                    np.arange(max(partition.affine_size, 1), dtype=np.int64),
-                    tS,
-                    tuple(8 * s for s in tpst),
+            gb = _blocks(tuple(range(ng)), shape_T, [cst_T, pst_T])
+            rb = _blocks(tuple(range(ng, len(shape_T))), shape_T, [cst_T, pst_T])
+            if len(gb) > 2 or len(rb) > 3:
+                raise ValueError(
+                    f"partition {partition.name} of split shape {S} with affine axes "
+                    f"{partition.affine_axes} does not fit the 5-D kernel view"
                 )
-            )
-            self._shape_T = tS
-        else:
-            self.order = None
-            self._shape_T = S
+        self._shape_T = shape_T
         gb = [[]] * (2 - len(gb)) + gb
         rb = [[]] * (3 - len(rb)) + rb
-        self.blocks = gb + rb
-        shape_T = self._shape_T
-        self.shape5 = tuple(
-            int(np.prod([shape_T[a] for a in blk], dtype=np.int64)) if blk else 1
-            for blk in self.blocks
+        blocks = gb + rb
+        self.shape5 = np.array(
+            [int(np.prod([shape_T[a] for a in blk], dtype=np.int64)) if blk else 1 for blk in blocks],
+            dtype=np.int64,
         )
-        if self.transposed:
-            self.pidx5 = self._view_raw(self._pidx_full)
-        else:
-            self.pidx5 = as_strided(
-                np.arange(max(partition.affine_size, 1), dtype=np.int64),
-                self.shape5,
-                tuple(8 * (pst[blk[-1]] if blk else 0) for blk in self.blocks),
-                writeable=False,
-            )
-        self.n_groups = self.shape5[0] * self.shape5[1]
+        self.strides = np.array([cst_T[blk[-1]] if blk else 0 for blk in blocks], dtype=np.int64)
+        self.param_strides = np.array([pst_T[blk[-1]] if blk else 0 for blk in blocks], dtype=np.int64)
+        self.n_groups = int(self.shape5[0] * self.shape5[1])
 
-    # -- views ------------------------------------------------------------
-    def _fits(self, arr):
-        for blk in self.blocks:
-            for a, b in zip(blk, blk[1:]):
-                if arr.strides[a] != arr.shape[b] * arr.strides[b]:
-                    return False
-        return True
-
-    def _view_raw(self, arr):
-        strides = tuple(arr.strides[blk[-1]] if blk else 0 for blk in self.blocks)
-        return as_strided(arr, self.shape5, strides, writeable=arr.flags.writeable)
-
-    def view(self, arr):
-        """5-D kernel view of an array of shape S (copied to C order if needed)."""
+    def flat(self, arr):
+        """Flat C-ordered float64 buffer of an array of shape S (copied if needed)."""
         arr = np.asarray(arr, dtype=np.float64).reshape(self.S)
-        if self.transposed:
-            arr = np.ascontiguousarray(arr.transpose(self.order))
-        elif not self._fits(arr):
-            arr = np.ascontiguousarray(arr)
-        return self._view_raw(arr)
+        if self.order is not None:
+            arr = arr.transpose(self.order)
+        return np.ascontiguousarray(arr).reshape(-1)
 
     def empty(self):
-        """A new output array of shape S and its 5-D view."""
-        if self.transposed:
-            t = np.empty(self._shape_T)
-            inv = np.argsort(self.order)
-            return t.transpose(inv), self._view_raw(t)
-        out = np.empty(self.S)
-        return out, self._view_raw(out)
-
-    def groups(self, per_group):
-        """Reshape a per-group vector (length G1*G2) to the partition's group shape."""
-        return np.asarray(per_group).reshape(self.partition.group_shape)
+        """A new flat output buffer and a function turning it into shape S."""
+        buf = np.empty(int(np.prod(self._shape_T, dtype=np.int64)))
+        if self.order is None:
+            return buf, lambda b: b.reshape(self.S)
+        inv = np.argsort(self.order)
+        return buf, lambda b: b.reshape(self._shape_T).transpose(inv)

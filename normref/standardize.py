@@ -129,9 +129,9 @@ class Standardization(Plan):
         layout = self.partition.layout()
         self.layout = layout
         G = layout.n_groups
-        x5 = layout.view(x)
-        self._x5 = x5
-        y, y5 = layout.empty()
+        xf = layout.flat(x)
+        self._xf = xf
+        buf, to_S = layout.empty()
         mu_hi, mu_lo, scale, F, c, var = (np.empty(G) for _ in range(6))
         if self.fixed is not None:
             gs = self.partition.group_shape
@@ -142,10 +142,12 @@ class Standardization(Plan):
         gamma = self.weight.flat if self.weight is not None else np.zeros(1)
         beta = self.bias.flat if self.bias is not None else np.zeros(1)
         K.standardize_forward(
-            x5, layout.pidx5, gamma, beta, self.weight is not None, self.bias is not None,
+            xf.size, xf, layout.shape5, layout.strides, layout.param_strides, gamma, beta,
+            self.weight is not None, self.bias is not None,
             self.center, self.eps, self.eps_outside, fm, fv, self.fixed is not None,
-            y5, mu_hi, mu_lo, scale, F, c, var,
+            buf, mu_hi, mu_lo, scale, F, c, var,
         )
+        y = to_S(buf)
         self.stats = (mu_hi, mu_lo, scale, F, c, var)
         self._check_denominators()
         if self.on_forward is not None:
@@ -199,10 +201,11 @@ class Standardization(Plan):
             if self.empty:
                 self._xhat = np.zeros(self.x.shape)
             else:
-                out, out5 = self.layout.empty()
+                buf, to_S = self.layout.empty()
                 mu_hi, mu_lo, scale, F, _, _ = self.stats
-                K.standardize_xhat(self._x5, mu_hi, mu_lo, scale, F, out5)
-                self._xhat = out.reshape(self.x.shape)
+                L = self.layout
+                K.standardize_xhat(self._xf.size, self._xf, L.shape5, L.strides, mu_hi, mu_lo, scale, F, buf)
+                self._xhat = to_S(buf).reshape(self.x.shape)
         return self._xhat
 
     # -- derivatives --------------------------------------------------------
@@ -210,8 +213,8 @@ class Standardization(Plan):
         """A (gamma v) per group, plus group sums and optional parameter partials."""
         layout = self.layout
         G = layout.n_groups
-        v5 = layout.view(v)
-        out, out5 = layout.empty()
+        vf = layout.flat(v)
+        buf, to_S = layout.empty()
         sum_v, sum_vx = np.empty(G), np.empty(G)
         P = max(self.partition.affine_size, 1)
         nchunks = min(G, _NCHUNKS)
@@ -224,9 +227,11 @@ class Standardization(Plan):
         mu_hi, mu_lo, scale, F, c, _ = self.stats
         center = self.center and self.fixed is None
         K.standardize_project(
-            self._x5, layout.pidx5, gamma, use_gamma, v5, center, mu_hi, mu_lo, scale,
-            F, c, out5, sum_v, sum_vx, param_grads, nchunks, pg_g, pg_b,
+            self._xf.size, self._xf, layout.shape5, layout.strides, layout.param_strides, gamma, use_gamma,
+            vf, center, mu_hi, mu_lo, scale, F, c, buf, sum_v, sum_vx, param_grads, nchunks,
+            pg_g, pg_b,
         )
+        out = to_S(buf)
         return out.reshape(self.x.shape), sum_v, sum_vx, pg_g, pg_b
 
     def vjp(self, dy):
@@ -292,25 +297,32 @@ class Standardization(Plan):
     def jacobian(self, name):
         if name != self.names[0] or self.empty:
             return super().jacobian(name)
-        # closed form, block by block: J = diag(gamma) A on each group
+        # closed form, block by block: J = diag(gamma) A on each group, written
+        # into the zero matrix through advanced indexing on the group axes
         self.forward()
         p = self.partition
         S = p.split_shape
-        n = p.group_size
         G = int(np.prod(p.group_shape, dtype=np.int64))
+        R = tuple(S[a] for a in p.reduce_axes)
+        n = p.group_size
         order = tuple(p.group_axes) + p.reduce_axes
-        idx = np.arange(self.x.size).reshape(S).transpose(order).reshape(G, n)
-        xh = self.xhat().reshape(-1)[idx]  # (G, n)
+        xh = self.xhat().reshape(S).transpose(order).reshape(G, n)
         mu_hi, mu_lo, scale, F, c, _ = self.stats
         f = (scale * F)[:, None, None]
         center = 1.0 if (self.center and self.fixed is None) else 0.0
-        blocks = np.broadcast_to(np.eye(n), (G, n, n)) - center / n
-        blocks = f * (blocks + (c[:, None, None] / n) * xh[:, :, None] * xh[:, None, :])
+        blocks = (c[:, None, None] / n) * xh[:, :, None] * xh[:, None, :]
+        blocks -= center / n
+        blocks[:, np.arange(n), np.arange(n)] += 1.0
+        blocks *= f
         if self.weight is not None:
-            gam = np.broadcast_to(self.weight.on_split(), S).reshape(-1)[idx]
-            blocks = blocks * gam[:, :, None]
-        J = np.zeros((self.x.size, self.x.size))
-        J[idx[:, :, None], idx[:, None, :]] = blocks
+            gam = np.broadcast_to(self.weight.on_split(), S).transpose(order).reshape(G, n)
+            blocks *= gam[:, :, None]
+        J = np.zeros(S + S)
+        gidx = np.unravel_index(np.arange(G), p.group_shape)
+        index = [slice(None)] * (2 * len(S))
+        for k, a in enumerate(p.group_axes):
+            index[a] = index[len(S) + a] = gidx[k]
+        J[tuple(index)] = blocks.reshape((G,) + R + R)
         return J.reshape(self.x.shape + self.x.shape)
 
 

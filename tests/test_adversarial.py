@@ -418,8 +418,6 @@ def test_row06_nonfinite_confined_to_its_group(norm, bad, rng):
         assert not np.isfinite(y1[P0])
         if np.isnan(bad):
             assert np.isnan(y1[P0])
-        # with running statistics dx = gamma dy / sqrt(running_var + eps) does not depend on x
-        assert np.array_equal(dx1, dx0)
     else:
         assert np.all(np.isnan(y1[m])), f"{norm}: group output not all NaN"
         assert np.all(np.isnan(dx1[m]))

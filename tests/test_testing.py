@@ -473,3 +473,25 @@ def test_vjp_slots_of_test_subject(xw):
     gx, gw = pb(np.ones_like(y))
     np.testing.assert_allclose(gx, w * (1 - np.tanh(x) ** 2), rtol=1e-15)
     assert re.fullmatch(r"_test_.*", registry.spec_of(tanh_scale).name)
+
+
+def test_check_vjp_refuses_vacuous_steps():
+    # spread ~3e-4 at 1e12 (ulp 1.2e-4): every step (<= 0.1 x spread ~ 3e-5) is
+    # below half an ulp, x +- h u == x, and a "pass" would test nothing
+    x = 1e12 + 3e-4 * np.random.default_rng(0).standard_normal((2, 3))
+    assert np.std(x) > 0
+    with pytest.raises(ValueError, match="vanishes"):
+        check_vjp(tanh_scale, x)
+
+
+def test_check_vjp_ladder_resolves_flat_functions():
+    # rms_norm of 1e8 + N(0,1): the output moves by ~1e-8 per unit of input,
+    # the smallest step alone is rounding-dominated; the ladder still gets ~1e-6
+    try:
+        from normref.activations.rms_norm import rms_norm
+    except Exception as exc:  # pragma: no cover
+        pytest.skip(f"rms_norm not importable yet: {exc}")
+    x = 1e8 + np.random.default_rng(1).standard_normal((3, 5))
+    r = check_vjp(rms_norm, x, (5,))
+    assert r.passed and r.vjp_vs_fd < 1e-5
+    assert all(d["h"] > 1e-6 for d in r.directions)

@@ -18,6 +18,13 @@ def normalized_shape_of(input, normalized_shape):
     """Validate ``normalized_shape`` against the trailing axes of ``input``."""
     if isinstance(normalized_shape, numbers.Integral) and not isinstance(normalized_shape, bool):
         normalized_shape = (int(normalized_shape),)
+    if isinstance(normalized_shape, (str, bytes)) or any(
+        isinstance(n, bool) or not isinstance(n, numbers.Integral)
+        for n in (normalized_shape if hasattr(normalized_shape, "__iter__") else [None])
+    ):
+        raise TypeError(
+            f"normalized_shape must be an int or a tuple of ints, got {normalized_shape!r}"
+        )
     try:
         shape = tuple(int(n) for n in normalized_shape)
     except TypeError:

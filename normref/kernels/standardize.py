@@ -1,12 +1,13 @@
 """numba kernels for the standardize / scale-only operation over any partition.
 
-Every kernel works on 5-D views ``(G1, G2, R1, R2, R3)`` built by
+Every kernel works on flat C-contiguous buffers seen through the 5-D block
+shape ``(G1, G2, R1, R2, R3)`` and element strides ``st`` built by
 :class:`normref.partition.Layout`: group ``(g1, g2)`` is the slab
-``x[g1, g2, :, :, :]`` and its statistics are reduced over ``(R1, R2, R3)`` in
-lexicographic order.  Affine parameters are read through an index view
-``pidx`` of the same shape (zero strides where the parameter does not vary),
-so one kernel serves batch, layer, instance, group, positional, batch-group
-and ghost-batch norm alike.
+``[g1, g2, :, :, :]`` and its statistics are reduced over ``(R1, R2, R3)`` in
+lexicographic order.  Affine parameters are read from the flattened
+parameter with strides ``ps`` (zero where the parameter does not vary), so
+one kernel serves batch, layer, instance, group, positional, batch-group and
+ghost-batch norm alike.
 
 Per group the statistics kernel stores
 
@@ -47,38 +48,71 @@ from numba import njit, prange
 _TINY = 1e-280  # below this a sum of squares may have lost bits to underflow
 
 
-@njit(cache=True, fastmath=False, error_model="numpy", inline="always")
+_JIT = dict(cache=True, fastmath=False, error_model="numpy")
+
+#: below this many elements a kernel runs serially: thread launch costs more
+#: than it saves.  Serial and parallel builds reduce every group in the same
+#: order, so their results are bit-identical.
+PARALLEL_MIN_SIZE = 1 << 15
+
+
+class _Kernel:
+    """One kernel source compiled twice: serial and ``parallel=True``."""
+
+    def __init__(self, py_func):
+        self.py_func = py_func
+        self.__doc__ = py_func.__doc__
+        self.__name__ = py_func.__name__.lstrip("_")
+        self.serial = njit(**_JIT)(py_func)
+        self.parallel = njit(parallel=True, **_JIT)(py_func)
+
+    def __call__(self, size, *args):
+        k = self.parallel if size >= PARALLEL_MIN_SIZE else self.serial
+        return k(*args)
+
+
+@njit(inline="always", **_JIT)
 def _two_sum(a, b):
     s = a + b
     bp = s - a
     return s, (a - (s - bp)) + (b - bp)
 
 
-@njit(cache=True, fastmath=False, error_model="numpy")
-def _group_moments(x, g1, g2, center, scale):
+@njit(**_JIT)
+def _group_moments(x, sh, st, g1, g2, center, scale):
     """Corrected two-pass moments of one group, data multiplied by ``scale``.
 
     Returns (mu_hi, s1, s2): first-pass mean (of unscaled data), and the
     compensated sums of ``d * scale`` and ``(d * scale)**2`` with
     ``d = x - mu_hi``.
     """
-    _, _, R1, R2, R3 = x.shape
+    st0, st1, st2, st3, st4 = st[0], st[1], st[2], st[3], st[4]
+    R1, R2, R3 = sh[2], sh[3], sh[4]
     n = R1 * R2 * R3
+    g0 = g1 * st0 + g2 * st1
+    s4 = st4
     mu_hi = 0.0
     if center:
-        acc = 0.0
+        a0 = 0.0
+        a1 = 0.0
         for r1 in range(R1):
             for r2 in range(R2):
-                for r3 in range(R3):
-                    acc += x[g1, g2, r1, r2, r3] * scale
-        mu_hi = (acc / n) / scale
+                b = g0 + r1 * st2 + r2 * st3
+                h = R3 // 2
+                for r3 in range(h):
+                    a0 += x[b + (2 * r3) * s4]
+                    a1 += x[b + (2 * r3 + 1) * s4]
+                if R3 % 2:
+                    a0 += x[b + (R3 - 1) * s4]
+        mu_hi = ((a0 + a1) * scale / n) / scale
         if not math.isfinite(mu_hi):
             # the plain sum overflowed: redo it in a scaled, compensated way
             m = 0.0
             for r1 in range(R1):
                 for r2 in range(R2):
+                    b = g0 + r1 * st2 + r2 * st3
                     for r3 in range(R3):
-                        a = abs(x[g1, g2, r1, r2, r3])
+                        a = abs(x[b + r3 * s4])
                         if not a <= m:
                             m = a
             if math.isfinite(m) and m > 0.0:
@@ -88,22 +122,25 @@ def _group_moments(x, g1, g2, center, scale):
                 cs = 0.0
                 for r1 in range(R1):
                     for r2 in range(R2):
+                        b = g0 + r1 * st2 + r2 * st3
                         for r3 in range(R3):
-                            s, t = _two_sum(s, x[g1, g2, r1, r2, r3] * sc)
+                            s, t = _two_sum(s, x[b + r3 * s4] * sc)
                             cs += t
                 mu_hi = math.ldexp((s + cs) / n, e)
     s1 = 0.0
     c1 = 0.0
     s2 = 0.0
     c2 = 0.0
+    ms = -(mu_hi * scale)
     for r1 in range(R1):
         for r2 in range(R2):
+            b = g0 + r1 * st2 + r2 * st3
             for r3 in range(R3):
                 # d = x - mu_hi in scaled units, with the exact rounding error
-                # de of the subtraction (zero when Sterbenz applies) folded
-                # into the residual sum, so that the residual mean is exact to
-                # a few ulps at any offset
-                d, de = _two_sum(x[g1, g2, r1, r2, r3] * scale, -(mu_hi * scale))
+                # de of the subtraction (zero where Sterbenz applies) folded
+                # into the residual sum: the residual mean is exact to a few
+                # ulps at any offset
+                d, de = _two_sum(x[b + r3 * s4] * scale, ms)
                 s1, t = _two_sum(s1, d)
                 c1 += t + de
                 s2, t = _two_sum(s2, d * d)
@@ -111,37 +148,36 @@ def _group_moments(x, g1, g2, center, scale):
     return mu_hi, s1 + c1, s2 + c2
 
 
-@njit(cache=True, fastmath=False, error_model="numpy")
-def _group_stats(x, g1, g2, center, eps, eps_outside, fixed_mean, fixed_var, use_fixed):
+@njit(**_JIT)
+def _group_stats(x, sh, st, g1, g2, center, eps, eps_outside):
     """(mu_hi, mu_lo, scale, F, c, var) of one group, see the module docstring."""
-    _, _, R1, R2, R3 = x.shape
+    st0, st1, st2, st3, st4 = st[0], st[1], st[2], st[3], st[4]
+    R1, R2, R3 = sh[2], sh[3], sh[4]
     n = R1 * R2 * R3
-    if use_fixed:
-        # running statistics: y = (x - mean) / sqrt(var + eps), no dependence on x
-        den = fixed_var + eps
-        return fixed_mean, 0.0, 1.0, 1.0 / math.sqrt(den), 0.0, fixed_var
     scale = 1.0
-    mu_hi, s1, s2 = _group_moments(x, g1, g2, center, 1.0)
+    mu_hi, s1, s2 = _group_moments(x, sh, st, g1, g2, center, 1.0)
     if math.isfinite(mu_hi) and (not math.isfinite(s2) or s2 < _TINY):
         # rescale by a power of two (exact) so that squares neither overflow
-        # nor lose bits to underflow
-        # (m = max |x - mu_hi| / 2 when the deviations may overflow)
+        # nor lose bits to underflow; the deviations are measured at half
+        # scale when they may overflow themselves
         half = 0.5 if not math.isfinite(s2) else 1.0
         m = 0.0
+        g0 = g1 * st0 + g2 * st1
         for r1 in range(R1):
             for r2 in range(R2):
+                b = g0 + r1 * st2 + r2 * st3
                 for r3 in range(R3):
-                    a = abs(x[g1, g2, r1, r2, r3] * half - mu_hi * half)
+                    a = abs(x[b + r3 * st4] * half - mu_hi * half)
                     if not a <= m:
                         m = a
         if math.isfinite(m) and m > 0.0:
             _, e = math.frexp(m)
             if half != 1.0:
                 e += 1
-            # keep the scale a normal power of two (1/scale finite)
+            # keep the scale a normal power of two (1 / scale finite)
             e = min(max(e, -1022), 1022)
             scale = math.ldexp(1.0, -e)
-            mu_hi, s1, s2 = _group_moments(x, g1, g2, center, scale)
+            mu_hi, s1, s2 = _group_moments(x, sh, st, g1, g2, center, scale)
     r = s1 / n  # residual mean of d, in scaled units
     if center:
         v = (s2 - s1 * r) / n
@@ -149,7 +185,7 @@ def _group_stats(x, g1, g2, center, eps, eps_outside, fixed_mean, fixed_var, use
             v = 0.0
     else:
         v = s2 / n
-    mu_lo = r if center else 0.0  # in scaled units (never rounded to the subnormal grid)
+    mu_lo = r if center else 0.0  # scaled units: never rounded to the subnormal grid
     var = (v / scale) / scale
     if eps_outside:
         sd = math.sqrt(v)
@@ -160,7 +196,7 @@ def _group_stats(x, g1, g2, center, eps, eps_outside, fixed_mean, fixed_var, use
             c = 0.0
         else:
             den = sd + es
-            # den <= 0 (negative eps): undefined, NaN is reported by the caller
+            # den <= 0 (negative eps): undefined, the NaN is reported by the caller
             F = 1.0 / den if den > 0.0 else math.nan
             c = -den / sd if sd > 0.0 else 0.0
     else:
@@ -174,45 +210,53 @@ def _group_stats(x, g1, g2, center, eps, eps_outside, fixed_mean, fixed_var, use
     return mu_hi, mu_lo, scale, F, c, var
 
 
-@njit(cache=True, fastmath=False, error_model="numpy", parallel=True)
-def standardize_forward(x, pidx, gamma, beta, has_gamma, has_beta, center, eps,
+def _standardize_forward(x, sh, st, ps, gamma, beta, has_gamma, has_beta, center, eps,
                         eps_outside, fixed_mean, fixed_var, use_fixed, y,
                         mu_hi, mu_lo, scale, F, c, var):
     """Statistics and output of every group, fused so each group is read hot.
 
-    ``fixed_mean`` / ``fixed_var`` (length G1*G2) are used when ``use_fixed``.
-    Writes the per-group statistics into the 1-D arrays of length G1*G2.
+    ``fixed_mean`` / ``fixed_var`` (one value per group) replace the batch
+    statistics when ``use_fixed`` (running statistics: ``F = (var + eps)^-1/2``,
+    ``c = 0``).  Writes the per-group statistics into the 1-D arrays.
     """
-    G1, G2, R1, R2, R3 = x.shape
-    for g in prange(G1 * G2):
+    st0, st1, st2, st3, st4 = st[0], st[1], st[2], st[3], st[4]
+    ps0, ps1, ps2, ps3, ps4 = ps[0], ps[1], ps[2], ps[3], ps[4]
+    G2, R1, R2, R3 = sh[1], sh[2], sh[3], sh[4]
+    for g in prange(sh[0] * G2):
         g1 = g // G2
         g2 = g - g1 * G2
-        fm = fixed_mean[g] if use_fixed else 0.0
-        fv = fixed_var[g] if use_fixed else 0.0
-        a, b, s, f, cc, vv = _group_stats(x, g1, g2, center, eps, eps_outside, fm, fv, use_fixed)
+        if use_fixed:
+            a, b0, s, f, cc, vv = fixed_mean[g], 0.0, 1.0, 1.0 / math.sqrt(fixed_var[g] + eps), 0.0, fixed_var[g]
+        else:
+            a, b0, s, f, cc, vv = _group_stats(x, sh, st, g1, g2, center, eps, eps_outside)
+        as_ = -(a * s)
         mu_hi[g] = a
-        mu_lo[g] = b
+        mu_lo[g] = b0
         scale[g] = s
         F[g] = f
         c[g] = cc
         var[g] = vv
+        g0 = g1 * st0 + g2 * st1
+        p0 = g1 * ps0 + g2 * ps1
         for r1 in range(R1):
             for r2 in range(R2):
+                b = g0 + r1 * st2 + r2 * st3
+                pb = p0 + r1 * ps2 + r2 * ps3
                 for r3 in range(R3):
-                    xh = ((x[g1, g2, r1, r2, r3] * s - a * s) - b) * f
-                    p = pidx[g1, g2, r1, r2, r3]
+                    i = b + r3 * st4
+                    xh = ((x[i] * s + as_) - b0) * f
+                    p = pb + r3 * ps4
                     if has_gamma:
                         xh = xh * gamma[p]
                     if has_beta:
                         xh = xh + beta[p]
-                    y[g1, g2, r1, r2, r3] = xh
+                    y[i] = xh
 
 
-@njit(cache=True, fastmath=False, error_model="numpy", parallel=True)
-def standardize_project(x, pidx, gamma, has_gamma, v, center, mu_hi, mu_lo, scale,
+def _standardize_project(x, sh, st, ps, gamma, has_gamma, v, center, mu_hi, mu_lo, scale,
                         F, c, out, sum_v, sum_vx, want_param_grads, nchunks,
                         pg_gamma, pg_beta):
-    """Apply the symmetric per-group Jacobian ``A`` to ``v`` (times ``gamma``).
+    """Apply the symmetric per-group Jacobian ``A`` to ``gamma * v``.
 
     ``out = A (gamma * v)`` group by group (``gamma`` skipped when not
     ``has_gamma``).  Also stores per group ``sum_v = sum(gamma v)`` and
@@ -222,8 +266,10 @@ def standardize_project(x, pidx, gamma, has_gamma, v, center, mu_hi, mu_lo, scal
     chunks are fixed blocks of groups, so the result does not depend on the
     number of threads.
     """
-    G1, G2, R1, R2, R3 = x.shape
-    G = G1 * G2
+    st0, st1, st2, st3, st4 = st[0], st[1], st[2], st[3], st[4]
+    ps0, ps1, ps2, ps3, ps4 = ps[0], ps[1], ps[2], ps[3], ps[4]
+    G2, R1, R2, R3 = sh[1], sh[2], sh[3], sh[4]
+    G = sh[0] * G2
     n = R1 * R2 * R3
     per = (G + nchunks - 1) // nchunks
     for k in prange(nchunks):
@@ -231,24 +277,30 @@ def standardize_project(x, pidx, gamma, has_gamma, v, center, mu_hi, mu_lo, scal
             g1 = g // G2
             g2 = g - g1 * G2
             a = mu_hi[g]
-            b = mu_lo[g]
+            b0 = mu_lo[g]
             s = scale[g]
             f = F[g]
+            as_ = -(a * s)
+            g0 = g1 * st0 + g2 * st1
+            p0 = g1 * ps0 + g2 * ps1
             s1 = 0.0
             c1 = 0.0
             s2 = 0.0
             c2 = 0.0
             for r1 in range(R1):
                 for r2 in range(R2):
+                    b = g0 + r1 * st2 + r2 * st3
+                    pb = p0 + r1 * ps2 + r2 * ps3
                     for r3 in range(R3):
-                        xh = ((x[g1, g2, r1, r2, r3] * s - a * s) - b) * f
-                        w = v[g1, g2, r1, r2, r3]
+                        i = b + r3 * st4
+                        p = pb + r3 * ps4
+                        xh = ((x[i] * s + as_) - b0) * f
+                        w = v[i]
                         if want_param_grads:
-                            p = pidx[g1, g2, r1, r2, r3]
                             pg_gamma[k, p] += w * xh
                             pg_beta[k, p] += w
                         if has_gamma:
-                            w = w * gamma[pidx[g1, g2, r1, r2, r3]]
+                            w = w * gamma[p]
                         s1, t = _two_sum(s1, w)
                         c1 += t
                         s2, t = _two_sum(s2, w * xh)
@@ -258,30 +310,42 @@ def standardize_project(x, pidx, gamma, has_gamma, v, center, mu_hi, mu_lo, scal
             sum_v[g] = s1
             sum_vx[g] = s2
             m1 = s1 / n if center else 0.0
-            # c = 0 (fixed statistics): no rank-one term, even if s2 is NaN
+            # c = 0 (fixed statistics): no rank-one term, even where s2 is NaN
             m2 = c[g] * (s2 / n) if c[g] != 0.0 else 0.0
             for r1 in range(R1):
                 for r2 in range(R2):
+                    b = g0 + r1 * st2 + r2 * st3
+                    pb = p0 + r1 * ps2 + r2 * ps3
                     for r3 in range(R3):
-                        xh = ((x[g1, g2, r1, r2, r3] * s - a * s) - b) * f
-                        w = v[g1, g2, r1, r2, r3]
+                        i = b + r3 * st4
+                        xh = ((x[i] * s + as_) - b0) * f
+                        w = v[i]
                         if has_gamma:
-                            w = w * gamma[pidx[g1, g2, r1, r2, r3]]
-                        out[g1, g2, r1, r2, r3] = ((w - m1 + m2 * xh) * f) * s
+                            w = w * gamma[pb + r3 * ps4]
+                        out[i] = ((w - m1 + m2 * xh) * f) * s
 
 
-@njit(cache=True, fastmath=False, error_model="numpy", parallel=True)
-def standardize_xhat(x, mu_hi, mu_lo, scale, F, out):
+def _standardize_xhat(x, sh, st, mu_hi, mu_lo, scale, F, out):
     """The normalized values ``xhat`` of every group (no affine)."""
-    G1, G2, R1, R2, R3 = x.shape
-    for g in prange(G1 * G2):
+    st0, st1, st2, st3, st4 = st[0], st[1], st[2], st[3], st[4]
+    G2, R1, R2, R3 = sh[1], sh[2], sh[3], sh[4]
+    for g in prange(sh[0] * G2):
         g1 = g // G2
         g2 = g - g1 * G2
         a = mu_hi[g]
-        b = mu_lo[g]
+        b0 = mu_lo[g]
         s = scale[g]
         f = F[g]
+        as_ = -(a * s)
+        g0 = g1 * st0 + g2 * st1
         for r1 in range(R1):
             for r2 in range(R2):
+                b = g0 + r1 * st2 + r2 * st3
                 for r3 in range(R3):
-                    out[g1, g2, r1, r2, r3] = ((x[g1, g2, r1, r2, r3] * s - a * s) - b) * f
+                    i = b + r3 * st4
+                    out[i] = ((x[i] * s + as_) - b0) * f
+
+
+standardize_forward = _Kernel(_standardize_forward)
+standardize_project = _Kernel(_standardize_project)
+standardize_xhat = _Kernel(_standardize_xhat)

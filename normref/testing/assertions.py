@@ -32,7 +32,7 @@ def _as_float64(name, value):
     arr = np.asarray(value)
     if arr.dtype.kind == "f":
         return arr.astype(np.float64)
-    if arr.dtype.kind in "iu" and arr.dtype.kind != "b":
+    if arr.dtype.kind in "iu":
         # integers are exact in float64 below 2**53: allowed as expected values
         return arr.astype(np.float64)
     raise TypeError(

@@ -615,6 +615,7 @@ def _dot_test(subject, func, args, kwargs, *, rng, n_directions, step, rtol, ato
         _, pb = vjp(func, *_copy_args(args), **kwargs)
         g = pb(v)
         gnorm = float(np.sqrt(sum(np.vdot(g[i], g[i]) for i in diff)))
+        norm0 = float(np.sqrt(sum(np.vdot(t, t) for t in dirs0)))
         rungs = []
         for k in range(N_RUNGS):
             h = step * 10.0**k
@@ -638,6 +639,9 @@ def _dot_test(subject, func, args, kwargs, *, rng, n_directions, step, rtol, ato
             unorm = float(np.sqrt(sum(np.vdot(t, t) for t in dirs)))
             rungs.append({
                 "h": h,
+                # the rounded points must really differ along the direction: at
+                # x ~ 1e12 a step of 1e-6 vanishes and the test would be vacuous
+                "valid": unorm >= 0.5 * norm0,
                 "fd": float(np.vdot(v, fd_vec)),
                 "vjp": float(sum(np.vdot(g[i], t) for i, t in zip(diff, dirs))),
                 "jvp": float(np.vdot(v, ty)),
@@ -653,10 +657,24 @@ def _dot_test(subject, func, args, kwargs, *, rng, n_directions, step, rtol, ato
             sc = r["scale"] if r["scale"] > 0 else 1.0
             return (r[subject] - r["fd"]) / sc
 
-        jumps = [abs(disc(rungs[k]) - disc(rungs[k + 1])) for k in range(N_RUNGS - 1)]
+        valid = [r for r in rungs if r["valid"]]
+        if not valid:
+            raise ValueError(
+                f"{name}: every finite-difference step ({step:g} .. "
+                f"{step * 10.0 ** (N_RUNGS - 1):g} x spread) vanishes when added to "
+                f"the inputs (offset too large for their spread); raise step"
+            )
+        jumps = [
+            abs(disc(rungs[k]) - disc(rungs[k + 1]))
+            if rungs[k]["valid"] and rungs[k + 1]["valid"] else np.inf
+            for k in range(N_RUNGS - 1)
+        ]
         jumps = [np.inf if np.isnan(j) else j for j in jumps]
-        kbest = int(np.argmin(jumps))
-        pair = (rungs[kbest], rungs[kbest + 1])
+        if np.isfinite(min(jumps)):
+            kbest = int(np.argmin(jumps))
+            pair = (rungs[kbest], rungs[kbest + 1])
+        else:
+            pair = (valid[-1], valid[-1])
         scale = max(pair[0]["scale"], pair[1]["scale"])
         fd = 0.5 * (pair[0]["fd"] + pair[1]["fd"])
         vj = 0.5 * (pair[0]["vjp"] + pair[1]["vjp"])

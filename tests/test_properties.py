@@ -1,0 +1,54 @@
+"""Property tests: hypothesis draws shapes, groups, eps and offsets for every
+normalizer; forward, VJP and JVP must match the reference and finite
+differences within the same tolerances `python -m normref check` uses."""
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+
+from normref.check import fd_errors, forward_error, jvp_error, vjp_error
+from normref.registry import REGISTRY, Case
+from normref.testing import strategies
+
+NAMES = sorted(n for n in REGISTRY if n in strategies.NORMALIZERS)
+
+SETTINGS = settings(max_examples=12, deadline=None, derandomize=True,
+                    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+
+
+def _as_case(call):
+    args, kwargs = call
+    mutates = tuple(i for i, a in enumerate(args)
+                    if i > 0 and isinstance(a, np.ndarray) and a.ndim == 1 and a.dtype == np.float64
+                    and kwargs.get("training", args[5] if len(args) > 5 else None) is not False)
+    return Case("drawn", tuple(args), dict(kwargs), mutates=mutates)
+
+
+def _within(measure, what):
+    err, tol = measure
+    assert err <= tol, f"{what}: error {err:.3e} > tolerance {tol:.3e}"
+
+
+def test_every_normalizer_has_a_strategy():
+    ours = {n for n, sp in REGISTRY.items() if sp.function.__module__.startswith("normref.")}
+    assert ours <= set(strategies.NORMALIZERS), ours - set(strategies.NORMALIZERS)
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_drawn_calls_match_reference_and_finite_differences(name):
+    spec = REGISTRY[name]
+
+    @SETTINGS
+    @given(call=strategies.normalizer_cases(name))
+    def check(call):
+        case = _as_case(call)
+        if np.asarray(case.args[0]).size == 0:
+            return
+        rng = np.random.default_rng(0)
+        _within(forward_error(spec, case), "forward")
+        _within(vjp_error(spec, case, rng), "vjp")
+        _within(jvp_error(spec, case, rng), "jvp")
+        vjp_fd, jvp_fd = fd_errors(spec, case, rng)
+        _within(vjp_fd, "vjp vs finite differences")
+        _within(jvp_fd, "jvp vs finite differences")
+
+    check()
