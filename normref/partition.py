@@ -99,6 +99,17 @@ def _blocks(axes, shape, strides_list):
     return blocks
 
 
+def _fits(gb, rb, cst, pst):
+    """At most 2 group and 3 reduce blocks, rows contiguous, affine constant
+    or contiguous along rows."""
+    if len(gb) > 2 or len(rb) > 3:
+        return False
+    if rb:
+        inner = rb[-1][-1]
+        return cst[inner] == 1 and pst[inner] in (0, 1)
+    return True
+
+
 class Layout:
     """The 5-D kernel view of one partition (see the module docstring).
 
@@ -122,8 +133,9 @@ class Layout:
         rb = _blocks(r_axes, S, [cst, pst])
         self.order = None
         shape_T, cst_T, pst_T = S, cst, pst
-        if len(gb) > 2 or len(rb) > 3:
-            # rare (high-rank interleaved partitions): work on a transposed copy
+        if not _fits(gb, rb, cst, pst):
+            # partitions whose reduced axes are not trailing (positional norm) or
+            # interleave too much: work on a transposed copy, reduced axes last
             order = g_axes + r_axes
             self.order = order
             shape_T = tuple(S[a] for a in order)
@@ -132,7 +144,7 @@ class Layout:
             ng = len(g_axes)
             gb = _blocks(tuple(range(ng)), shape_T, [cst_T, pst_T])
             rb = _blocks(tuple(range(ng, len(shape_T))), shape_T, [cst_T, pst_T])
-            if len(gb) > 2 or len(rb) > 3:
+            if not _fits(gb, rb, cst_T, pst_T):
                 raise ValueError(
                     f"partition {partition.name} of split shape {S} with affine axes "
                     f"{partition.affine_axes} does not fit the 5-D kernel view"

@@ -3,11 +3,13 @@
 Every kernel works on flat C-contiguous buffers seen through the 5-D block
 shape ``(G1, G2, R1, R2, R3)`` and element strides ``st`` built by
 :class:`normref.partition.Layout`: group ``(g1, g2)`` is the slab
-``[g1, g2, :, :, :]`` and its statistics are reduced over ``(R1, R2, R3)`` in
-lexicographic order.  Affine parameters are read from the flattened
-parameter with strides ``ps`` (zero where the parameter does not vary), so
-one kernel serves batch, layer, instance, group, positional, batch-group and
-ghost-batch norm alike.
+``[g1, g2, :, :, :]``, made of rows ``[g1, g2, r1, r2, :]`` that are
+contiguous (``st[4] == 1``), and its statistics are reduced over
+``(R1, R2, R3)`` in lexicographic order.  Affine parameters are read from the
+flattened parameter with strides ``ps``; along a row they are either constant
+(``ps[4] == 0``: batch, instance, group norm) or contiguous (``ps[4] == 1``:
+layer norm).  One set of kernels serves batch, layer, instance, group,
+positional, batch-group and ghost-batch norm alike.
 
 Per group the statistics kernel stores
 
@@ -41,6 +43,7 @@ deviation), ``c = 0`` for fixed (running) statistics.
 from __future__ import annotations
 
 import math
+import types
 
 import numpy as np
 from numba import njit, prange
@@ -56,6 +59,16 @@ _JIT = dict(cache=True, fastmath=False, error_model="numpy")
 PARALLEL_MIN_SIZE = 1 << 15
 
 
+def _renamed(f, suffix):
+    """A copy of ``f`` with its own qualified name: numba's on-disk cache is
+    keyed by name, so the serial and parallel builds must not share one."""
+    g = types.FunctionType(f.__code__, f.__globals__, f"{f.__name__}_{suffix}",
+                           f.__defaults__, f.__closure__)
+    g.__qualname__ = f"{f.__qualname__}_{suffix}"
+    g.__doc__ = f.__doc__
+    return g
+
+
 class _Kernel:
     """One kernel source compiled twice: serial and ``parallel=True``."""
 
@@ -63,8 +76,8 @@ class _Kernel:
         self.py_func = py_func
         self.__doc__ = py_func.__doc__
         self.__name__ = py_func.__name__.lstrip("_")
-        self.serial = njit(**_JIT)(py_func)
-        self.parallel = njit(parallel=True, **_JIT)(py_func)
+        self.serial = njit(**_JIT)(_renamed(py_func, "serial"))
+        self.parallel = njit(parallel=True, **_JIT)(_renamed(py_func, "parallel"))
 
     def __call__(self, size, *args):
         k = self.parallel if size >= PARALLEL_MIN_SIZE else self.serial
@@ -78,6 +91,140 @@ def _two_sum(a, b):
     return s, (a - (s - bp)) + (b - bp)
 
 
+# -- row helpers: one contiguous row of a group --------------------------------
+@njit(**_JIT)
+def _row_sum(xr):
+    """Plain sum in four interleaved lanes, combined in a fixed order."""
+    n = xr.size
+    q = n // 4
+    a0 = 0.0
+    a1 = 0.0
+    a2 = 0.0
+    a3 = 0.0
+    for k in range(q):
+        i = 4 * k
+        a0 += xr[i]
+        a1 += xr[i + 1]
+        a2 += xr[i + 2]
+        a3 += xr[i + 3]
+    for i in range(4 * q, n):
+        a0 += xr[i]
+    return (a0 + a1) + (a2 + a3)
+
+
+@njit(**_JIT)
+def _row_scaled_sum(xr, sc, s, cs):
+    """Compensated sum of ``xr * sc`` added to (s, cs)."""
+    for i in range(xr.size):
+        s, t = _two_sum(s, xr[i] * sc)
+        cs += t
+    return s, cs
+
+
+@njit(**_JIT)
+def _row_max_dev(xr, half, mu, m):
+    """max(m, max |xr * half - mu * half|), NaN-propagating."""
+    mh = mu * half
+    for i in range(xr.size):
+        a = abs(xr[i] * half - mh)
+        if not a <= m:
+            m = a
+    return m
+
+
+@njit(**_JIT)
+def _row_moments(xr, scale, ms, s1, c1, s2, c2):
+    """Compensated sums of d and d^2, d = xr * scale + ms (ms = -mu_hi * scale).
+
+    The exact rounding error ``de`` of the subtraction (zero where Sterbenz'
+    lemma applies) joins the compensation of the first sum, so the residual
+    mean is exact to a few ulps at any offset.
+    """
+    for i in range(xr.size):
+        d, de = _two_sum(xr[i] * scale, ms)
+        s1, t = _two_sum(s1, d)
+        c1 += t + de
+        s2, t = _two_sum(s2, d * d)
+        c2 += t
+    return s1, c1, s2, c2
+
+
+@njit(**_JIT)
+def _row_out(xr, yr, s, as_, b0, f, g, bt):
+    """y = xhat * g + bt with scalar affine (g = 1, bt = 0 when absent)."""
+    for i in range(xr.size):
+        yr[i] = (((xr[i] * s + as_) - b0) * f) * g + bt
+
+
+@njit(**_JIT)
+def _row_out_vec(xr, yr, s, as_, b0, f, gr, br, has_g, has_b):
+    """y = xhat * gamma + beta with per-element affine along the row."""
+    for i in range(xr.size):
+        xh = ((xr[i] * s + as_) - b0) * f
+        if has_g:
+            xh = xh * gr[i]
+        if has_b:
+            xh = xh + br[i]
+        yr[i] = xh
+
+
+@njit(**_JIT)
+def _row_proj_sums(xr, vr, s, as_, b0, f):
+    """Compensated sums of v and v * xhat over a row: (s1, c1, s2, c2)."""
+    s1 = 0.0
+    c1 = 0.0
+    s2 = 0.0
+    c2 = 0.0
+    for i in range(xr.size):
+        xh = ((xr[i] * s + as_) - b0) * f
+        v = vr[i]
+        s1, t = _two_sum(s1, v)
+        c1 += t
+        s2, t = _two_sum(s2, v * xh)
+        c2 += t
+    return s1, c1, s2, c2
+
+
+@njit(**_JIT)
+def _row_proj_sums_vec(xr, vr, s, as_, b0, f, gr, has_g, pgr, pbr, want):
+    """Compensated sums of w = v * gamma and w * xhat (per-element gamma);
+    with ``want``, adds v * xhat and v into the parameter partial rows."""
+    s1 = 0.0
+    c1 = 0.0
+    s2 = 0.0
+    c2 = 0.0
+    for i in range(xr.size):
+        xh = ((xr[i] * s + as_) - b0) * f
+        v = vr[i]
+        if want:
+            pgr[i] += v * xh
+            pbr[i] += v
+        w = v * gr[i] if has_g else v
+        s1, t = _two_sum(s1, w)
+        c1 += t
+        s2, t = _two_sum(s2, w * xh)
+        c2 += t
+    return s1, c1, s2, c2
+
+
+@njit(**_JIT)
+def _row_proj_out(xr, vr, outr, s, as_, b0, f, g, m1, m2):
+    """out = ((v g - m1 + m2 xhat) f) s with scalar g."""
+    for i in range(xr.size):
+        xh = ((xr[i] * s + as_) - b0) * f
+        outr[i] = ((vr[i] * g - m1 + m2 * xh) * f) * s
+
+
+@njit(**_JIT)
+def _row_proj_out_vec(xr, vr, outr, s, as_, b0, f, gr, has_g, m1, m2):
+    """out = ((v gamma - m1 + m2 xhat) f) s with per-element gamma."""
+    for i in range(xr.size):
+        xh = ((xr[i] * s + as_) - b0) * f
+        w = vr[i] * gr[i] if has_g else vr[i]
+        outr[i] = ((w - m1 + m2 * xh) * f) * s
+
+
+# -- statistics of one group -----------------------------------------------------
 @njit(**_JIT)
 def _group_moments(x, sh, st, g1, g2, center, scale):
     """Corrected two-pass moments of one group, data multiplied by ``scale``.
@@ -86,35 +233,25 @@ def _group_moments(x, sh, st, g1, g2, center, scale):
     compensated sums of ``d * scale`` and ``(d * scale)**2`` with
     ``d = x - mu_hi``.
     """
-    st0, st1, st2, st3, st4 = st[0], st[1], st[2], st[3], st[4]
     R1, R2, R3 = sh[2], sh[3], sh[4]
     n = R1 * R2 * R3
-    g0 = g1 * st0 + g2 * st1
-    s4 = st4
+    g0 = g1 * st[0] + g2 * st[1]
+    st2, st3 = st[2], st[3]
     mu_hi = 0.0
     if center:
-        a0 = 0.0
-        a1 = 0.0
+        acc = 0.0
         for r1 in range(R1):
             for r2 in range(R2):
                 b = g0 + r1 * st2 + r2 * st3
-                h = R3 // 2
-                for r3 in range(h):
-                    a0 += x[b + (2 * r3) * s4]
-                    a1 += x[b + (2 * r3 + 1) * s4]
-                if R3 % 2:
-                    a0 += x[b + (R3 - 1) * s4]
-        mu_hi = ((a0 + a1) * scale / n) / scale
+                acc += _row_sum(x[b:b + R3]) * scale
+        mu_hi = (acc / n) / scale
         if not math.isfinite(mu_hi):
             # the plain sum overflowed: redo it in a scaled, compensated way
             m = 0.0
             for r1 in range(R1):
                 for r2 in range(R2):
                     b = g0 + r1 * st2 + r2 * st3
-                    for r3 in range(R3):
-                        a = abs(x[b + r3 * s4])
-                        if not a <= m:
-                            m = a
+                    m = _row_max_dev(x[b:b + R3], 1.0, 0.0, m)
             if math.isfinite(m) and m > 0.0:
                 _, e = math.frexp(m)
                 sc = math.ldexp(1.0, -e)
@@ -123,9 +260,7 @@ def _group_moments(x, sh, st, g1, g2, center, scale):
                 for r1 in range(R1):
                     for r2 in range(R2):
                         b = g0 + r1 * st2 + r2 * st3
-                        for r3 in range(R3):
-                            s, t = _two_sum(s, x[b + r3 * s4] * sc)
-                            cs += t
+                        s, cs = _row_scaled_sum(x[b:b + R3], sc, s, cs)
                 mu_hi = math.ldexp((s + cs) / n, e)
     s1 = 0.0
     c1 = 0.0
@@ -135,23 +270,13 @@ def _group_moments(x, sh, st, g1, g2, center, scale):
     for r1 in range(R1):
         for r2 in range(R2):
             b = g0 + r1 * st2 + r2 * st3
-            for r3 in range(R3):
-                # d = x - mu_hi in scaled units, with the exact rounding error
-                # de of the subtraction (zero where Sterbenz applies) folded
-                # into the residual sum: the residual mean is exact to a few
-                # ulps at any offset
-                d, de = _two_sum(x[b + r3 * s4] * scale, ms)
-                s1, t = _two_sum(s1, d)
-                c1 += t + de
-                s2, t = _two_sum(s2, d * d)
-                c2 += t
+            s1, c1, s2, c2 = _row_moments(x[b:b + R3], scale, ms, s1, c1, s2, c2)
     return mu_hi, s1 + c1, s2 + c2
 
 
 @njit(**_JIT)
 def _group_stats(x, sh, st, g1, g2, center, eps, eps_outside):
     """(mu_hi, mu_lo, scale, F, c, var) of one group, see the module docstring."""
-    st0, st1, st2, st3, st4 = st[0], st[1], st[2], st[3], st[4]
     R1, R2, R3 = sh[2], sh[3], sh[4]
     n = R1 * R2 * R3
     scale = 1.0
@@ -162,14 +287,11 @@ def _group_stats(x, sh, st, g1, g2, center, eps, eps_outside):
         # scale when they may overflow themselves
         half = 0.5 if not math.isfinite(s2) else 1.0
         m = 0.0
-        g0 = g1 * st0 + g2 * st1
+        g0 = g1 * st[0] + g2 * st[1]
         for r1 in range(R1):
             for r2 in range(R2):
-                b = g0 + r1 * st2 + r2 * st3
-                for r3 in range(R3):
-                    a = abs(x[b + r3 * st4] * half - mu_hi * half)
-                    if not a <= m:
-                        m = a
+                b = g0 + r1 * st[2] + r2 * st[3]
+                m = _row_max_dev(x[b:b + R3], half, mu_hi, m)
         if math.isfinite(m) and m > 0.0:
             _, e = math.frexp(m)
             if half != 1.0:
@@ -210,18 +332,19 @@ def _group_stats(x, sh, st, g1, g2, center, eps, eps_outside):
     return mu_hi, mu_lo, scale, F, c, var
 
 
+# -- kernels -------------------------------------------------------------------------
 def _standardize_forward(x, sh, st, ps, gamma, beta, has_gamma, has_beta, center, eps,
-                        eps_outside, fixed_mean, fixed_var, use_fixed, y,
-                        mu_hi, mu_lo, scale, F, c, var):
+                         eps_outside, fixed_mean, fixed_var, use_fixed, y,
+                         mu_hi, mu_lo, scale, F, c, var):
     """Statistics and output of every group, fused so each group is read hot.
 
     ``fixed_mean`` / ``fixed_var`` (one value per group) replace the batch
     statistics when ``use_fixed`` (running statistics: ``F = (var + eps)^-1/2``,
     ``c = 0``).  Writes the per-group statistics into the 1-D arrays.
     """
-    st0, st1, st2, st3, st4 = st[0], st[1], st[2], st[3], st[4]
-    ps0, ps1, ps2, ps3, ps4 = ps[0], ps[1], ps[2], ps[3], ps[4]
     G2, R1, R2, R3 = sh[1], sh[2], sh[3], sh[4]
+    st0, st1, st2, st3 = st[0], st[1], st[2], st[3]
+    ps0, ps1, ps2, ps3, ps4 = ps[0], ps[1], ps[2], ps[3], ps[4]
     for g in prange(sh[0] * G2):
         g1 = g // G2
         g2 = g - g1 * G2
@@ -242,20 +365,20 @@ def _standardize_forward(x, sh, st, ps, gamma, beta, has_gamma, has_beta, center
             for r2 in range(R2):
                 b = g0 + r1 * st2 + r2 * st3
                 pb = p0 + r1 * ps2 + r2 * ps3
-                for r3 in range(R3):
-                    i = b + r3 * st4
-                    xh = ((x[i] * s + as_) - b0) * f
-                    p = pb + r3 * ps4
-                    if has_gamma:
-                        xh = xh * gamma[p]
-                    if has_beta:
-                        xh = xh + beta[p]
-                    y[i] = xh
+                if ps4 == 0:
+                    gv = gamma[pb] if has_gamma else 1.0
+                    bv = beta[pb] if has_beta else 0.0
+                    _row_out(x[b:b + R3], y[b:b + R3], s, as_, b0, f, gv, bv)
+                else:
+                    _row_out_vec(x[b:b + R3], y[b:b + R3], s, as_, b0, f,
+                                 gamma[pb:pb + R3] if has_gamma else gamma[:0],
+                                 beta[pb:pb + R3] if has_beta else beta[:0],
+                                 has_gamma, has_beta)
 
 
 def _standardize_project(x, sh, st, ps, gamma, has_gamma, v, center, mu_hi, mu_lo, scale,
-                        F, c, out, sum_v, sum_vx, want_param_grads, nchunks,
-                        pg_gamma, pg_beta):
+                         F, c, out, sum_v, sum_vx, want_param_grads, nchunks,
+                         pg_gamma, pg_beta):
     """Apply the symmetric per-group Jacobian ``A`` to ``gamma * v``.
 
     ``out = A (gamma * v)`` group by group (``gamma`` skipped when not
@@ -266,9 +389,9 @@ def _standardize_project(x, sh, st, ps, gamma, has_gamma, v, center, mu_hi, mu_l
     chunks are fixed blocks of groups, so the result does not depend on the
     number of threads.
     """
-    st0, st1, st2, st3, st4 = st[0], st[1], st[2], st[3], st[4]
-    ps0, ps1, ps2, ps3, ps4 = ps[0], ps[1], ps[2], ps[3], ps[4]
     G2, R1, R2, R3 = sh[1], sh[2], sh[3], sh[4]
+    st0, st1, st2, st3 = st[0], st[1], st[2], st[3]
+    ps0, ps1, ps2, ps3, ps4 = ps[0], ps[1], ps[2], ps[3], ps[4]
     G = sh[0] * G2
     n = R1 * R2 * R3
     per = (G + nchunks - 1) // nchunks
@@ -283,30 +406,41 @@ def _standardize_project(x, sh, st, ps, gamma, has_gamma, v, center, mu_hi, mu_l
             as_ = -(a * s)
             g0 = g1 * st0 + g2 * st1
             p0 = g1 * ps0 + g2 * ps1
-            s1 = 0.0
-            c1 = 0.0
-            s2 = 0.0
-            c2 = 0.0
+            S1 = 0.0
+            C1 = 0.0
+            S2 = 0.0
+            C2 = 0.0
             for r1 in range(R1):
                 for r2 in range(R2):
                     b = g0 + r1 * st2 + r2 * st3
                     pb = p0 + r1 * ps2 + r2 * ps3
-                    for r3 in range(R3):
-                        i = b + r3 * st4
-                        p = pb + r3 * ps4
-                        xh = ((x[i] * s + as_) - b0) * f
-                        w = v[i]
+                    if ps4 == 0:
+                        # scalar gamma along the row: sums of v and v * xhat,
+                        # which are also the parameter partial sums
+                        r_s1, r_c1, r_s2, r_c2 = _row_proj_sums(x[b:b + R3], v[b:b + R3], s, as_, b0, f)
+                        t1 = r_s1 + r_c1
+                        t2 = r_s2 + r_c2
                         if want_param_grads:
-                            pg_gamma[k, p] += w * xh
-                            pg_beta[k, p] += w
-                        if has_gamma:
-                            w = w * gamma[p]
-                        s1, t = _two_sum(s1, w)
-                        c1 += t
-                        s2, t = _two_sum(s2, w * xh)
-                        c2 += t
-            s1 = s1 + c1
-            s2 = s2 + c2
+                            pg_gamma[k, pb] += t2
+                            pg_beta[k, pb] += t1
+                        gv = gamma[pb] if has_gamma else 1.0
+                        S1, t = _two_sum(S1, t1 * gv)
+                        C1 += t
+                        S2, t = _two_sum(S2, t2 * gv)
+                        C2 += t
+                    else:
+                        r_s1, r_c1, r_s2, r_c2 = _row_proj_sums_vec(
+                            x[b:b + R3], v[b:b + R3], s, as_, b0, f,
+                            gamma[pb:pb + R3] if has_gamma else gamma[:0], has_gamma,
+                            pg_gamma[k, pb:pb + R3] if want_param_grads else pg_gamma[0, :0],
+                            pg_beta[k, pb:pb + R3] if want_param_grads else pg_beta[0, :0],
+                            want_param_grads)
+                        S1, t = _two_sum(S1, r_s1)
+                        C1 += t + r_c1
+                        S2, t = _two_sum(S2, r_s2)
+                        C2 += t + r_c2
+            s1 = S1 + C1
+            s2 = S2 + C2
             sum_v[g] = s1
             sum_vx[g] = s2
             m1 = s1 / n if center else 0.0
@@ -316,34 +450,30 @@ def _standardize_project(x, sh, st, ps, gamma, has_gamma, v, center, mu_hi, mu_l
                 for r2 in range(R2):
                     b = g0 + r1 * st2 + r2 * st3
                     pb = p0 + r1 * ps2 + r2 * ps3
-                    for r3 in range(R3):
-                        i = b + r3 * st4
-                        xh = ((x[i] * s + as_) - b0) * f
-                        w = v[i]
-                        if has_gamma:
-                            w = w * gamma[pb + r3 * ps4]
-                        out[i] = ((w - m1 + m2 * xh) * f) * s
+                    if ps4 == 0:
+                        gv = gamma[pb] if has_gamma else 1.0
+                        _row_proj_out(x[b:b + R3], v[b:b + R3], out[b:b + R3], s, as_, b0, f, gv, m1, m2)
+                    else:
+                        _row_proj_out_vec(x[b:b + R3], v[b:b + R3], out[b:b + R3], s, as_, b0, f,
+                                          gamma[pb:pb + R3] if has_gamma else gamma[:0], has_gamma,
+                                          m1, m2)
 
 
 def _standardize_xhat(x, sh, st, mu_hi, mu_lo, scale, F, out):
     """The normalized values ``xhat`` of every group (no affine)."""
-    st0, st1, st2, st3, st4 = st[0], st[1], st[2], st[3], st[4]
     G2, R1, R2, R3 = sh[1], sh[2], sh[3], sh[4]
+    st0, st1, st2, st3 = st[0], st[1], st[2], st[3]
     for g in prange(sh[0] * G2):
         g1 = g // G2
         g2 = g - g1 * G2
         a = mu_hi[g]
-        b0 = mu_lo[g]
         s = scale[g]
-        f = F[g]
         as_ = -(a * s)
         g0 = g1 * st0 + g2 * st1
         for r1 in range(R1):
             for r2 in range(R2):
                 b = g0 + r1 * st2 + r2 * st3
-                for r3 in range(R3):
-                    i = b + r3 * st4
-                    out[i] = ((x[i] * s + as_) - b0) * f
+                _row_out(x[b:b + R3], out[b:b + R3], s, as_, mu_lo[g], F[g], 1.0, 0.0)
 
 
 standardize_forward = _Kernel(_standardize_forward)
