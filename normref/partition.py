@@ -17,14 +17,17 @@ batch-group norm    (N, G, C/G, HW)         (1,)         (1, 2)
 ghost batch norm    (N/v, v, C, HW)         (0, 2)       (2,)
 ================== ======================= ============ =============
 
-:class:`Layout` turns ``S``, the group axes and the affine axes into the 5-D
-views ``(G1, G2, R1, R2, R3)`` the kernels of :mod:`normref.kernels.standardize`
-iterate over, merging adjacent axes where the memory layout allows and
-indexing the affine parameters through a zero-stride index view.  The merge
-plan depends only on the shapes, never on the input's memory layout: an input
-whose strides do not fit the plan is copied to C order first, so a transposed,
-negative-stride or channels-last input gives results bit-identical to its
-contiguous copy.
+:class:`Layout` turns ``S``, the group axes and the affine axes into the
+block shape ``(G1, G2, R1, R2, R3)`` and element strides the kernels of
+:mod:`normref.kernels.standardize` iterate over: adjacent axes are merged where
+both the data and the affine parameter allow it, rows (the last reduced
+block) are contiguous, and the affine parameter is addressed by its own
+strides (zero where it does not vary).  A partition whose reduced axes are
+not trailing (positional norm) runs on a transposed copy.  The plan depends
+only on the shapes, never on the input's memory layout: every input is
+handed to the kernels as a C-ordered buffer (copied if it is not one), so a
+transposed, negative-stride or channels-last input gives results
+bit-identical to its contiguous copy.
 """
 from __future__ import annotations
 

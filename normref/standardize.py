@@ -297,32 +297,23 @@ class Standardization(Plan):
     def jacobian(self, name):
         if name != self.names[0] or self.empty:
             return super().jacobian(name)
-        # closed form, block by block: J = diag(gamma) A on each group, written
-        # into the zero matrix through advanced indexing on the group axes
+        # closed form, block by block: J = diag(gamma) A on each group
         self.forward()
         p = self.partition
         S = p.split_shape
         G = int(np.prod(p.group_shape, dtype=np.int64))
-        R = tuple(S[a] for a in p.reduce_axes)
         n = p.group_size
         order = tuple(p.group_axes) + p.reduce_axes
-        xh = self.xhat().reshape(S).transpose(order).reshape(G, n)
-        mu_hi, mu_lo, scale, F, c, _ = self.stats
-        f = (scale * F)[:, None, None]
-        center = 1.0 if (self.center and self.fixed is None) else 0.0
-        blocks = (c[:, None, None] / n) * xh[:, :, None] * xh[:, None, :]
-        blocks -= center / n
-        blocks[:, np.arange(n), np.arange(n)] += 1.0
-        blocks *= f
+        idx = np.ascontiguousarray(np.arange(self.x.size).reshape(S).transpose(order).reshape(G, n))
+        xh = self.xhat().reshape(-1)[idx]
         if self.weight is not None:
-            gam = np.broadcast_to(self.weight.on_split(), S).transpose(order).reshape(G, n)
-            blocks *= gam[:, :, None]
-        J = np.zeros(S + S)
-        gidx = np.unravel_index(np.arange(G), p.group_shape)
-        index = [slice(None)] * (2 * len(S))
-        for k, a in enumerate(p.group_axes):
-            index[a] = index[len(S) + a] = gidx[k]
-        J[tuple(index)] = blocks.reshape((G,) + R + R)
+            gam = np.broadcast_to(self.weight.on_split(), S).reshape(-1)[idx]
+        else:
+            gam = np.ones((G, n))
+        mu_hi, mu_lo, scale, F, c, _ = self.stats
+        center = 1.0 if (self.center and self.fixed is None) else 0.0
+        J = np.zeros((self.x.size, self.x.size))
+        K.standardize_jacobian(idx, xh, gam, scale * F, c, center, J)
         return J.reshape(self.x.shape + self.x.shape)
 
 

@@ -479,3 +479,26 @@ def _standardize_xhat(x, sh, st, mu_hi, mu_lo, scale, F, out):
 standardize_forward = _Kernel(_standardize_forward)
 standardize_project = _Kernel(_standardize_project)
 standardize_xhat = _Kernel(_standardize_xhat)
+
+
+@njit(**_JIT)
+def standardize_jacobian(idx, xh, gam, f, c, center, J):
+    """Write the dense Jacobian of every group into the zero matrix ``J`` (2-D).
+
+    ``idx[g]`` are the flat positions of group g's elements, ``xh[g]`` their
+    normalized values, ``gam[g]`` their gamma (ones without affine); block
+    ``J[idx_a, idx_b] = gam_a f_g (delta_ab - center / n + c_g xh_a xh_b / n)``.
+    """
+    G, n = idx.shape
+    for g in range(G):
+        fg = f[g]
+        cg = c[g] / n
+        for a in range(n):
+            row = idx[g, a]
+            ga = gam[g, a] * fg
+            xa = cg * xh[g, a]
+            for b in range(n):
+                v = xa * xh[g, b] - center / n
+                if a == b:
+                    v += 1.0
+                J[row, idx[g, b]] = ga * v
