@@ -169,26 +169,12 @@ def _row_out_vec(xr, yr, s, as_, b0, f, gr, br, has_g, has_b):
 
 
 @njit(**_JIT)
-def _row_proj_sums(xr, vr, s, as_, b0, f):
-    """Compensated sums of v and v * xhat over a row: (s1, c1, s2, c2)."""
-    s1 = 0.0
-    c1 = 0.0
-    s2 = 0.0
-    c2 = 0.0
-    for i in range(xr.size):
-        xh = ((xr[i] * s + as_) - b0) * f
-        v = vr[i]
-        s1, t = _two_sum(s1, v)
-        c1 += t
-        s2, t = _two_sum(s2, v * xh)
-        c2 += t
-    return s1, c1, s2, c2
+def _row_proj_sums(xr, vr, s, as_, b0, f, gr, has_g, pgr, pbr, want):
+    """Compensated sums of w = v * gamma and w * xhat over a row: (s1, c1, s2, c2).
 
-
-@njit(**_JIT)
-def _row_proj_sums_vec(xr, vr, s, as_, b0, f, gr, has_g, pgr, pbr, want):
-    """Compensated sums of w = v * gamma and w * xhat (per-element gamma);
-    with ``want``, adds v * xhat and v into the parameter partial rows."""
+    ``gr`` is the row's gamma (ignored unless ``has_g``); with ``want``,
+    v * xhat and v are added into the parameter partial rows ``pgr``, ``pbr``.
+    """
     s1 = 0.0
     c1 = 0.0
     s2 = 0.0
@@ -417,7 +403,9 @@ def _standardize_project(x, sh, st, ps, gamma, has_gamma, v, center, mu_hi, mu_l
                     if ps4 == 0:
                         # scalar gamma along the row: sums of v and v * xhat,
                         # which are also the parameter partial sums
-                        r_s1, r_c1, r_s2, r_c2 = _row_proj_sums(x[b:b + R3], v[b:b + R3], s, as_, b0, f)
+                        r_s1, r_c1, r_s2, r_c2 = _row_proj_sums(
+                            x[b:b + R3], v[b:b + R3], s, as_, b0, f, gamma[:0], False,
+                            pg_gamma[0, :0], pg_beta[0, :0], False)
                         t1 = r_s1 + r_c1
                         t2 = r_s2 + r_c2
                         if want_param_grads:
@@ -429,7 +417,7 @@ def _standardize_project(x, sh, st, ps, gamma, has_gamma, v, center, mu_hi, mu_l
                         S2, t = _two_sum(S2, t2 * gv)
                         C2 += t
                     else:
-                        r_s1, r_c1, r_s2, r_c2 = _row_proj_sums_vec(
+                        r_s1, r_c1, r_s2, r_c2 = _row_proj_sums(
                             x[b:b + R3], v[b:b + R3], s, as_, b0, f,
                             gamma[pb:pb + R3] if has_gamma else gamma[:0], has_gamma,
                             pg_gamma[k, pb:pb + R3] if want_param_grads else pg_gamma[0, :0],
