@@ -37,6 +37,8 @@ def _cases():
 
 
 CASES = _cases()
+RUNNING_CASES = [c for c in CASES
+                 if REGISTRY[c.values[0]].examples(np.random.default_rng(1234))[c.values[1]].mutates]
 
 
 def _case(name, i):
@@ -90,11 +92,9 @@ def test_vjp_and_jvp_match_finite_differences(name, i):
     _within(jvp_fd)
 
 
-@pytest.mark.parametrize("name,i", CASES)
+@pytest.mark.parametrize("name,i", RUNNING_CASES)
 def test_running_statistics_match_reference(name, i):
     spec, case = _case(name, i)
-    if not case.mutates:
-        pytest.skip("no running statistics in this case")
     a1, a2 = case.fresh_args(), case.fresh_args()
     spec.function(*a1, **case.kwargs)
     spec.reference(*a2, **case.kwargs)
