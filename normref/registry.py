@@ -19,6 +19,8 @@ Spec of a public function, which is how :mod:`normref.autodiff` dispatches.
 """
 from __future__ import annotations
 
+import abc
+
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping
 
@@ -46,7 +48,7 @@ class Case:
         )
 
 
-class Plan:
+class Plan(abc.ABC):
     """A bound call of a normalizer: forward once, derivatives from residuals.
 
     Subclasses set ``params``: the names of the differentiable array
@@ -62,13 +64,17 @@ class Plan:
             self._y = self._forward()
         return self._y
 
+    @abc.abstractmethod
+    def _forward(self):
+        """Compute the output (called once, by :meth:`forward`)."""
+
+    @abc.abstractmethod
     def vjp(self, cotangent):
         """Return ``{param name: gradient}`` for the cotangent ``dy``."""
-        raise NotImplementedError  # pragma: no cover - abstract
 
+    @abc.abstractmethod
     def jvp(self, tangents):
         """Return the output tangent for ``{param name: tangent}`` (missing = 0)."""
-        raise NotImplementedError  # pragma: no cover - abstract
 
     def jacobian(self, name):
         """Dense Jacobian of the output with respect to parameter ``name``.
