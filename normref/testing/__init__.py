@@ -1,5 +1,8 @@
 """Verification harness: comparisons, derivative checks, hypothesis strategies.
 
+* :func:`assert_conforms` -- judge a NumPy or PyTorch implementation of a
+  normalizer against normref (dtype-aware ulps, forward and gradients); the
+  whole conformance kit is :mod:`normref.testing.conformance`;
 * :func:`assert_close` -- numpy.testing-style (or ulp) comparison whose
   failure report names the worst element, its errors and its ulp distance;
 * :func:`gradcheck`, :func:`gradgradcheck` -- ``torch.autograd``'s checks
@@ -11,6 +14,7 @@
   access: hypothesis is a test extra, not a dependency of normref.
 """
 from .assertions import assert_close
+from .conformance import assert_conforms
 from .gradcheck import (
     DotTestResult,
     GradcheckError,
@@ -22,6 +26,7 @@ from .gradcheck import (
 
 __all__ = [
     "assert_close",
+    "assert_conforms",
     "gradcheck",
     "gradgradcheck",
     "GradcheckError",
