@@ -1,4 +1,4 @@
-"""Command line: ``python -m normref {list, check, conform, info}``.
+"""Command line: ``python -m normref {list, check, conform, export, info}``.
 
 ``conform --target T`` exits 0 exactly when no check failed unexpectedly
 (expected failures listed in known_discrepancies.json and unexpected passes
