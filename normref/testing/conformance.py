@@ -228,13 +228,7 @@ def _bn_base(rng, o):
     if not sp and N < 4:
         N = 4
     x = _data(rng, (N, C) + sp)
-    training = o.get("training", True)
-    stats = o.get("stats", True) or not training
-    rm = rng.standard_normal(C) * 0.5 if stats else None
-    rv = rng.uniform(0.5, 2.0, C) if stats else None
-    affine = o.get("affine", True)
-    w = rng.standard_normal(C) + 1.0 if affine else None
-    b = rng.standard_normal(C) if affine else None
+    training, stats, rm, rv, w, b = _running_and_affine(rng, C, o)
     args = [x, rm, rv, w, b, training, _momentum(rng), _eps(rng)]
     kwargs = {}
     group0 = (slice(None), 0)
@@ -322,12 +316,8 @@ def _bgn_base(rng, o):
     return [x, G, w, b, _eps(rng)], {}, (), (slice(None), slice(0, k))
 
 
-def _gbn_base(rng, o):
-    v = int(rng.integers(2, 4))
-    N = v * int(rng.integers(1, 4)) if o.get("n") is None else o["n"]
-    C = int(rng.integers(1, 5))
-    sp = _spatial(rng, 0, 1)
-    x = _data(rng, (N, C) + sp)
+def _running_and_affine(rng, C, o):
+    """(training, stats, running_mean, running_var, weight, bias) of a batch-norm-like variant."""
     training = o.get("training", True)
     stats = o.get("stats", True) or not training
     rm = rng.standard_normal(C) * 0.5 if stats else None
@@ -335,6 +325,16 @@ def _gbn_base(rng, o):
     affine = o.get("affine", True)
     w = rng.standard_normal(C) + 1.0 if affine else None
     b = rng.standard_normal(C) if affine else None
+    return training, stats, rm, rv, w, b
+
+
+def _gbn_base(rng, o):
+    v = int(rng.integers(2, 4))
+    N = v * int(rng.integers(1, 4)) if o.get("n") is None else o["n"]
+    C = int(rng.integers(1, 5))
+    sp = _spatial(rng, 0, 1)
+    x = _data(rng, (N, C) + sp)
+    training, stats, rm, rv, w, b = _running_and_affine(rng, C, o)
     args = [x, v, rm, rv, w, b, training, _momentum(rng), _eps(rng)]
     mutates = (2, 3) if training and stats else ()
     return args, {}, mutates, (slice(0, v), 0)
