@@ -261,3 +261,33 @@ def run(names=None, seed=0, out=print):
         else:
             out(f"FAIL {n} [{label}] {c}: error {err:.3e} > tolerance {tol:.3e}")
     return failures
+
+
+def run_theory(providers=None, out=print):
+    """Print the theory section: one row per claim; return the failing claims.
+
+    Claims come from :mod:`normref.analysis` (invariance, curvature,
+    dynamics, signal): each row gives the source, the predicted value, the
+    value normref measured, the tolerance and pass / FAIL.
+    """
+    from .analysis.claims import all_claims
+
+    t0 = time.perf_counter()
+    claims = all_claims(providers)
+    out("")
+    out("theory: predicted vs measured")
+    head = f"{'id':<44}{'predicted':>16}{'measured':>16}{'tolerance':>14}  status  source"
+    out(head)
+    out("-" * len(head))
+
+    def fmt(v):
+        return f"{v:.6g}" if isinstance(v, (int, float)) else str(v)
+
+    for c in claims:
+        tol = f"{c.tolerance:.2g}{' rel' if c.relative else ''}"
+        out(f"{c.id:<44}{fmt(c.predicted):>16}{fmt(c.measured):>16}{tol:>14}  "
+            f"{'ok' if c.passed else 'FAIL':<6}  {c.source}")
+    failing = [c for c in claims if not c.passed]
+    out("-" * len(head))
+    out(f"{len(claims)} claims, {len(failing)} failing, {time.perf_counter() - t0:.1f} s")
+    return claims, failing

@@ -24,10 +24,18 @@ def _cmd_list(args):
 
 
 def _cmd_check(args):
-    from .check import run
+    import json
+
+    from .check import run, run_theory
 
     failures = run(args.names or None, seed=args.seed)
-    return 1 if failures else 0
+    failing = []
+    if not args.names or args.theory:
+        claims, failing = run_theory()
+        if args.json:
+            with open(args.json, "w") as f:
+                json.dump([c.as_dict() for c in claims], f, indent=2, default=float)
+    return 1 if failures or failing else 0
 
 
 def _cmd_info(args):
@@ -94,6 +102,11 @@ def main(argv=None):
     p = sub.add_parser("check", help="verify forward, VJP, JVP and Jacobians of every normalizer")
     p.add_argument("names", nargs="*", help="normalizers to check (default: all)")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--theory", action="store_true",
+                   help="also run the theory claims when normalizers are named (always run otherwise)")
+    p.add_argument("--json", metavar="FILE",
+                   help="write the theory claims as JSON objects (id, claim, source, predicted, "
+                        "measured, tolerance, passed)")
     p.set_defaults(fn=_cmd_check)
     p = sub.add_parser("conform", help="judge a framework's normalizers against normref")
     p.add_argument("--target", action="append", required=True,

@@ -67,3 +67,25 @@ def test_module_entry_point_runs_check():
                        capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, r.stdout + r.stderr
     assert "instance_norm" in r.stdout and "normalize" in r.stdout
+
+
+def test_check_theory_section_json_and_exit_code(monkeypatch, tmp_path, capsys):
+    import json
+
+    from normref.analysis import claims as C
+
+    rows = [
+        C.Claim("demo.exact", "an exact identity", "Paper 2020", 0.0, 1e-17, 1e-12),
+        C.Claim("demo.categorical", "smaller", "Paper 2021", "smaller", "smaller", 0.0),
+    ]
+    monkeypatch.setattr(C, "all_claims", lambda names=None: list(rows))
+    out = tmp_path / "claims.json"
+    assert cli.main(["check", "rms_norm", "--theory", "--json", str(out)]) == 0
+    data = json.loads(out.read_text())
+    assert [d["id"] for d in data] == ["demo.exact", "demo.categorical"]
+    assert set(data[0]) == {"id", "claim", "source", "predicted", "measured", "tolerance", "passed"}
+    assert all(d["passed"] for d in data)
+    assert "2 claims, 0 failing" in capsys.readouterr().out
+    rows.append(C.Claim("demo.broken", "fails", "Paper", 1.0, 1.5, 0.1))
+    assert cli.main(["check", "rms_norm", "--theory"]) == 1
+    assert "demo.broken" in capsys.readouterr().out
