@@ -31,3 +31,24 @@ def test_eps_on_std_jacobian_closed_form(m):
     point[eps] = sp.Rational(1, 7)
     diff = (J - closed).subs(point)
     assert all(abs(sp.N(e, 50)) < sp.Float("1e-40") for e in diff)
+
+
+def test_closed_form_matches_normref_at_a_random_rational_point():
+    import numpy as np
+
+    import normref
+
+    m = 4
+    xs = sp.symbols(f"x0:{m}", real=True)
+    eps = sp.Symbol("eps", positive=True)
+    mu = sum(xs) / m
+    s = sp.sqrt(sum((x - mu) ** 2 for x in xs) / m)
+    xhat = [(x - mu) / (s + eps) for x in xs]
+    J = sp.Matrix(m, m, lambda i, j: sp.diff(xhat[i], xs[j]))
+    vals = [sp.Rational(5, 3), sp.Rational(-1, 4), sp.Rational(2, 7), sp.Rational(11, 5)]
+    point = dict(zip(xs, vals))
+    point[eps] = sp.Rational(1, 50)
+    J_sym = np.array(J.subs(point).evalf(30).tolist(), dtype=np.float64)
+    x = np.array([float(v) for v in vals]).reshape(1, m)
+    J_nr = normref.jacobian(normref.mean_variance_norm, x, (1,), 0.02, wrt=0).reshape(m, m)
+    np.testing.assert_allclose(J_nr, J_sym, rtol=1e-13, atol=1e-15)

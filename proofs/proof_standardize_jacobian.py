@@ -40,3 +40,25 @@ def test_null_space_when_eps_is_zero():
     J = sp.Matrix(m, m, lambda i, j: sp.diff(xhat[i], xs[j]))
     assert sp.simplify(J * sp.ones(m, 1)) == sp.zeros(m, 1)
     assert sp.simplify(J * sp.Matrix(xhat)) == sp.zeros(m, 1)
+
+
+def test_closed_form_matches_normref_at_a_random_rational_point():
+    """The symbolic Jacobian, evaluated at a random point, against normref.jacobian."""
+    import numpy as np
+
+    import normref
+
+    m = 5
+    rng = np.random.default_rng(3)
+    vals = [sp.Rational(int(k), 7) for k in rng.integers(-40, 40, m)]
+    eps_val = sp.Rational(1, 1000)
+    xs = sp.symbols(f"x0:{m}", real=True)
+    eps = sp.Symbol("eps", positive=True)
+    xhat, _ = standardize(xs, eps)
+    J = sp.Matrix(m, m, lambda i, j: sp.diff(xhat[i], xs[j]))
+    point = dict(zip(xs, vals))
+    point[eps] = eps_val
+    J_sym = np.array(J.subs(point).evalf(30).tolist(), dtype=np.float64)
+    x = np.array([float(v) for v in vals]).reshape(1, m)
+    J_nr = normref.jacobian(normref.layer_norm, x, (m,), None, None, float(eps_val), wrt=0).reshape(m, m)
+    np.testing.assert_allclose(J_nr, J_sym, rtol=1e-13, atol=1e-14)
