@@ -142,7 +142,7 @@ class Standardization(Plan):
         gamma = self.weight.flat if self.weight is not None else np.zeros(1)
         beta = self.bias.flat if self.bias is not None else np.zeros(1)
         K.standardize_forward(
-            xf.size, xf, layout.shape5, layout.strides, layout.param_strides, gamma, beta,
+            xf, layout.shape5, layout.strides, layout.param_strides, gamma, beta,
             self.weight is not None, self.bias is not None,
             self.center, self.eps, self.eps_outside, fm, fv, self.fixed is not None,
             buf, mu_hi, mu_lo, scale, F, c, var,
@@ -204,7 +204,7 @@ class Standardization(Plan):
                 buf, to_S = self.layout.empty()
                 mu_hi, mu_lo, scale, F, _, _ = self.stats
                 L = self.layout
-                K.standardize_xhat(self._xf.size, self._xf, L.shape5, L.strides, mu_hi, mu_lo, scale, F, buf)
+                K.standardize_xhat(self._xf, L.shape5, L.strides, mu_hi, mu_lo, scale, F, buf)
                 self._xhat = to_S(buf).reshape(self.x.shape)
         return self._xhat
 
@@ -227,7 +227,7 @@ class Standardization(Plan):
         mu_hi, mu_lo, scale, F, c, _ = self.stats
         center = self.center and self.fixed is None
         K.standardize_project(
-            self._xf.size, self._xf, layout.shape5, layout.strides, layout.param_strides, gamma, use_gamma,
+            self._xf, layout.shape5, layout.strides, layout.param_strides, gamma, use_gamma,
             vf, center, mu_hi, mu_lo, scale, F, c, buf, sum_v, sum_vx, param_grads, nchunks,
             pg_g, pg_b,
         )

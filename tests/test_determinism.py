@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 import normref
-from normref.kernels import standardize as K
+from normref.kernels import _dispatch as dispatch
 
 CALLS = [
     ("batch_norm", lambda x, w, b: ((x, None, None, w, b, True), {})),
@@ -22,7 +22,7 @@ CALLS = [
 def test_thread_count_and_serial_build_give_identical_bits(name, make, monkeypatch):
     rng = np.random.default_rng(5)
     x = rng.standard_normal((16, 8, 24, 20)) * 3 + 7  # 61440 elements: parallel path
-    assert x.size >= K.PARALLEL_MIN_SIZE
+    assert x.size >= dispatch.PARALLEL_MIN_SIZE
     w, b = rng.standard_normal(8), rng.standard_normal(8)
     dy = rng.standard_normal(x.shape)
     f = getattr(normref, name)
@@ -40,7 +40,7 @@ def test_thread_count_and_serial_build_give_identical_bits(name, make, monkeypat
         one = run()
     finally:
         numba.set_num_threads(before)
-    monkeypatch.setattr(K, "PARALLEL_MIN_SIZE", 1 << 62)  # force the serial build
+    monkeypatch.setattr(dispatch, "PARALLEL_MIN_SIZE", 1 << 62)  # force the serial build
     serial = run()
     for a, b_, c in zip(two, one, serial):
         np.testing.assert_array_equal(a, b_)

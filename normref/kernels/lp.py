@@ -24,6 +24,8 @@ import math
 import numpy as np
 from numba import njit, prange
 
+from ._dispatch import parallel_kernel
+
 __all__ = [
     "lp_norm_rows",
     "normalize_forward",
@@ -99,7 +101,7 @@ def _row_norm(x, i, p):
     return math.ldexp(r, e), arg
 
 
-@njit(cache=True, fastmath=False, parallel=True)
+@parallel_kernel(cache=True, fastmath=False)
 def lp_norm_rows(x, p):
     """``(norms, argmax)`` of the rows of ``x``."""
     R = x.shape[0]
@@ -112,7 +114,7 @@ def lp_norm_rows(x, p):
     return nrm, arg
 
 
-@njit(cache=True, fastmath=False, parallel=True)
+@parallel_kernel(cache=True, fastmath=False)
 def normalize_forward(x, p, eps):
     """``(y, norms, argmax)`` with ``y = x / max(norm, eps)`` row-wise."""
     R, D = x.shape
@@ -154,7 +156,7 @@ def _grad_norm(x, i, j, nv, arg, p):
     return sg * (abs(v) / nv) ** (p - 1.0)
 
 
-@njit(cache=True, fastmath=False, parallel=True)
+@parallel_kernel(cache=True, fastmath=False)
 def normalize_vjp(x, y, nrm, arg, dy, p, eps):
     """``dx = (dy - g (y . dy)) / N`` (norm branch) or ``dy / eps`` (clamped)."""
     R, D = x.shape
@@ -174,7 +176,7 @@ def normalize_vjp(x, y, nrm, arg, dy, p, eps):
     return dx
 
 
-@njit(cache=True, fastmath=False, parallel=True)
+@parallel_kernel(cache=True, fastmath=False)
 def normalize_jvp(x, y, nrm, arg, t, p, eps):
     """``ty = (t - y (g . t)) / N`` (norm branch) or ``t / eps`` (clamped)."""
     R, D = x.shape
@@ -194,7 +196,7 @@ def normalize_jvp(x, y, nrm, arg, t, p, eps):
     return ty
 
 
-@njit(cache=True, fastmath=False, parallel=True)
+@parallel_kernel(cache=True, fastmath=False)
 def weight_norm_forward(v, g):
     """``(w, norms)``: ``w = v * (g / ||v||)`` row-wise; ``g`` has one entry per row.
 
@@ -218,7 +220,7 @@ def weight_norm_forward(v, g):
     return w, nrm
 
 
-@njit(cache=True, fastmath=False, parallel=True)
+@parallel_kernel(cache=True, fastmath=False)
 def weight_norm_vjp(v, nrm, g, dw):
     """``dg = u . dw``, ``dv = (g / n) (dw - u (u . dw))`` with ``u = v / n``."""
     R, D = v.shape
@@ -236,7 +238,7 @@ def weight_norm_vjp(v, nrm, g, dw):
     return dv, dg
 
 
-@njit(cache=True, fastmath=False, parallel=True)
+@parallel_kernel(cache=True, fastmath=False)
 def weight_norm_jvp(v, nrm, g, tv, tg):
     """``tw = tg u + (g / n) (tv - u (u . tv))`` with ``u = v / n``."""
     R, D = v.shape

@@ -30,6 +30,8 @@ import math
 import numpy as np
 from numba import njit, prange
 
+from ._dispatch import parallel_kernel
+
 __all__ = ["lrn_forward", "lrn_vjp", "lrn_jvp"]
 
 _LN2 = math.log(2.0)
@@ -43,7 +45,7 @@ def _binade(v):
     return e
 
 
-@njit(cache=True, fastmath=False, parallel=True)
+@parallel_kernel(cache=True, fastmath=False)
 def lrn_forward(x, lo, hi, a, k, beta):
     """Return ``(y, r, u, e)``: output, ``s**-beta``, scaled ``s`` and its exponent.
 
@@ -107,7 +109,7 @@ def lrn_forward(x, lo, hi, a, k, beta):
     return y, r, u, e
 
 
-@njit(cache=True, fastmath=False, parallel=True)
+@parallel_kernel(cache=True, fastmath=False)
 def lrn_vjp(x, y, r, u, e, dy, lo, hi, a, beta):
     """Input cotangent.
 
@@ -132,7 +134,7 @@ def lrn_vjp(x, y, r, u, e, dy, lo, hi, a, beta):
     return dx
 
 
-@njit(cache=True, fastmath=False, parallel=True)
+@parallel_kernel(cache=True, fastmath=False)
 def lrn_jvp(x, y, r, u, e, t, lo, hi, a, beta):
     """Output tangent ``ty_c = t_c r_c - 2 a beta (y_c 2^-e_c / u_c) sum_{j in W(c)} (x_j 2^-e_c) t_j``."""
     N, C, L = x.shape

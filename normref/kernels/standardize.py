@@ -43,46 +43,16 @@ deviation), ``c = 0`` for fixed (running) statistics.
 from __future__ import annotations
 
 import math
-import types
 
 import numpy as np
 from numba import njit, prange
+
+from ._dispatch import Kernel
 
 _TINY = 1e-280  # below this a sum of squares may have lost bits to underflow
 
 
 _JIT = dict(cache=True, fastmath=False, error_model="numpy")
-
-#: below this many elements a kernel runs serially: thread launch costs more
-#: than it saves.  Serial and parallel builds reduce every group in the same
-#: order, so their results are bit-identical.
-PARALLEL_MIN_SIZE = 1 << 15
-
-
-def _renamed(f, suffix):
-    """A copy of ``f`` with its own qualified name: numba's on-disk cache is
-    keyed by name, so the serial and parallel builds must not share one."""
-    g = types.FunctionType(f.__code__, f.__globals__, f"{f.__name__}_{suffix}",
-                           f.__defaults__, f.__closure__)
-    g.__qualname__ = f"{f.__qualname__}_{suffix}"
-    g.__doc__ = f.__doc__
-    return g
-
-
-class _Kernel:
-    """One kernel source compiled twice: serial and ``parallel=True``."""
-
-    def __init__(self, py_func):
-        self.py_func = py_func
-        self.__doc__ = py_func.__doc__
-        self.__name__ = py_func.__name__.lstrip("_")
-        self.serial = njit(**_JIT)(_renamed(py_func, "serial"))
-        self.parallel = njit(parallel=True, **_JIT)(_renamed(py_func, "parallel"))
-
-    def __call__(self, size, *args):
-        k = self.parallel if size >= PARALLEL_MIN_SIZE else self.serial
-        return k(*args)
-
 
 @njit(inline="always", **_JIT)
 def _two_sum(a, b):
@@ -464,9 +434,9 @@ def _standardize_xhat(x, sh, st, mu_hi, mu_lo, scale, F, out):
                 _row_out(x[b:b + R3], out[b:b + R3], s, as_, mu_lo[g], F[g], 1.0, 0.0)
 
 
-standardize_forward = _Kernel(_standardize_forward)
-standardize_project = _Kernel(_standardize_project)
-standardize_xhat = _Kernel(_standardize_xhat)
+standardize_forward = Kernel(_standardize_forward, **_JIT)
+standardize_project = Kernel(_standardize_project, **_JIT)
+standardize_xhat = Kernel(_standardize_xhat, **_JIT)
 
 
 @njit(**_JIT)
