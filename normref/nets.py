@@ -32,6 +32,8 @@ statistics.
 """
 from __future__ import annotations
 
+import abc
+
 
 import numpy as np
 
@@ -42,7 +44,7 @@ __all__ = ["Linear", "Activation", "Norm", "MLP", "Trace", "NORM_ADAPTERS"]
 
 
 # ---------------------------------------------------------------------- layers
-class Layer:
+class Layer(abc.ABC):
     """A layer: named float64 parameter arrays, a forward with pullback, an autograd twin."""
 
     param_names: tuple = ()
@@ -50,17 +52,17 @@ class Layer:
     def __init__(self):
         self.params = {}
 
+    @abc.abstractmethod
     def vjp(self, x):
         """``(y, pullback)``; ``pullback(dy, params=True) -> (dx, {param name: grad})``
         (``params=False`` may skip the parameter gradients)."""
-        raise NotImplementedError
 
     def forward(self, x):
         return self.vjp(x)[0]
 
+    @abc.abstractmethod
     def reference(self, x, params):
         """The same layer in autograd.numpy, parameters taken from ``params`` (a dict)."""
-        raise NotImplementedError
 
     @property
     def n_params(self):

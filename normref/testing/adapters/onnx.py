@@ -82,6 +82,8 @@ hidden: the known ones are listed in ``known_discrepancies.json``.
 """
 from __future__ import annotations
 
+import abc
+
 import dataclasses
 import inspect
 
@@ -534,11 +536,13 @@ class _OnnxAdapter(Adapter):
         state = {slot: np.asarray(outs[i]) for i, slot in node.state_slots.items()}
         return Outputs(y=y, grads=None, state=state)
 
+    @abc.abstractmethod
     def version(self):
-        raise NotImplementedError
+        """The runtime's version string (for reports and known-discrepancy reasons)."""
 
+    @abc.abstractmethod
     def _execute(self, model, feeds):
-        raise NotImplementedError
+        """Run ``model`` (an onnx ModelProto) on ``feeds``; return the list of outputs."""
 
 
 class OnnxRuntimeAdapter(_OnnxAdapter):
