@@ -119,6 +119,16 @@ def _axes_of(normalized_shape, ndim):
     return tuple(range(ndim - k, ndim))
 
 
+
+def _flax_affine(vals, use_scale, use_bias):
+    """Flax's ``params`` collection for a normalizer's scale / bias."""
+    params = {}
+    if use_scale:
+        params["scale"] = vals["weight"]
+    if use_bias:
+        params["bias"] = vals["bias"]
+    return params
+
 class JaxAdapter(Adapter):
     """Judge ``flax.linen`` normalization layers and ``jax.nn.standardize``.
 
@@ -315,11 +325,7 @@ class JaxAdapter(Adapter):
                            param_dtype=jnp.result_type(v["input"]))
 
         def fwd(vals):
-            params = {}
-            if use_scale:
-                params["scale"] = vals["weight"]
-            if use_bias:
-                params["bias"] = vals["bias"]
+            params = _flax_affine(vals, use_scale, use_bias)
             return mod.apply({"params": params}, vals["input"]), {}
 
         return fwd, {}
@@ -337,7 +343,7 @@ class JaxAdapter(Adapter):
                          feature_axes=axes, param_dtype=jnp.result_type(v["input"]))
 
         def fwd(vals):
-            params = {"scale": vals["weight"]} if use_scale else {}
+            params = _flax_affine(vals, use_scale, False)
             return mod.apply({"params": params}, vals["input"]), {}
 
         return fwd, {}
@@ -357,11 +363,7 @@ class JaxAdapter(Adapter):
                            param_dtype=jnp.result_type(v["input"]))
 
         def fwd(vals):
-            params = {}
-            if use_scale:
-                params["scale"] = vals["weight"]
-            if use_bias:
-                params["bias"] = vals["bias"]
+            params = _flax_affine(vals, use_scale, use_bias)
             x = jnp.moveaxis(vals["input"], 1, -1)  # NC... -> N...C
             return jnp.moveaxis(mod.apply({"params": params}, x), -1, 1), {}
 
@@ -382,11 +384,7 @@ class JaxAdapter(Adapter):
                               feature_axes=-1, param_dtype=jnp.result_type(v["input"]))
 
         def fwd(vals):
-            params = {}
-            if use_scale:
-                params["scale"] = vals["weight"]
-            if use_bias:
-                params["bias"] = vals["bias"]
+            params = _flax_affine(vals, use_scale, use_bias)
             x = jnp.moveaxis(vals["input"], 1, -1)
             return jnp.moveaxis(mod.apply({"params": params}, x), -1, 1), {}
 
@@ -423,11 +421,7 @@ class JaxAdapter(Adapter):
         dt = jnp.result_type(v["input"])
 
         def fwd(vals):
-            params = {}
-            if use_scale:
-                params["scale"] = vals["weight"]
-            if use_bias:
-                params["bias"] = vals["bias"]
+            params = _flax_affine(vals, use_scale, use_bias)
             if has_stats:
                 stats = {"mean": vals["running_mean"], "var": vals["running_var"]}
             else:  # flax always carries batch_stats; these are discarded
