@@ -27,6 +27,11 @@ from .activations.mean_variance_norm import mean_variance_norm
 from .activations.local_response_norm import local_response_norm
 from .activations.normalize import normalize
 from .weights.weight_norm import weight_norm
+from .activations.pca_whitening import pca_whitening
+from .activations.zca_whitening import zca_whitening
+from .activations.cholesky_whitening import cholesky_whitening
+from .activations.iter_norm import iter_norm
+from .activations.group_whitening import group_whitening
 # -- end normalizers ----------------------------------------------------------
 
 __version__ = "0.1.0"

@@ -62,7 +62,7 @@ def test_case_from_id_rejects_unknown_ids():
 
 def test_adversarial_rows_present_and_normref_answers_every_case(cat):
     rows = {c.row for c in cat if c.row}
-    assert rows == {"1", "2", "4", "6", "7", "8", "9", "10", "12", "15", "19", "20"}
+    assert rows == {"1", "2", "4", "6", "7", "8", "9", "10", "12", "15", "16", "17", "19", "20"}
     assert rows & set(C.ROWS_NOT_CASES) == {"4"}  # N=1 with spatial axes is a case, without is not
     # a few specific contents
     c = C.case_from_id("batch_norm/n1_spatial/s0")

@@ -53,7 +53,7 @@ class Claim:
 
 
 #: the modules whose providers :func:`all_claims` runs
-ANALYSIS_MODULES = ("invariance", "curvature", "dynamics", "structure", "signal")
+ANALYSIS_MODULES = ("invariance", "curvature", "dynamics", "structure", "signal", "stochasticity")
 
 #: name -> callable returning a list of Claim (modules register on import)
 CLAIM_PROVIDERS: dict[str, Callable[[], list]] = {}

@@ -41,7 +41,10 @@ instance_norm on :math:`A` reshaped to :math:`(N, C{=}3, L{=}4)`;
 positional_norm on :math:`(N, C{=}d_{out})`; ghost_batch_norm with virtual
 batches of 4 of the :math:`N = 8` cases; mean_variance_norm with
 ``axes=(0,)``; local_response_norm on :math:`(N, d_{out}, 1)`, size 3,
-torch defaults; normalize with ``dim=1``; weight_norm is a weight
+torch defaults; normalize with ``dim=1``; the batch-whitening family
+(pca, zca, cholesky whitening, iter_norm) in training mode with groups of 4
+of the 12 features, each group whitened over the 8 cases, and
+group_whitening with 3 groups of 4 features per case; weight_norm is a weight
 normalizer, applied as Ba et al. do: :math:`h = X\,\mathrm{wn}(V, g)^\top`
 with :math:`V` playing :math:`W` and a fixed gain :math:`g`.
 
@@ -178,7 +181,19 @@ def _make_layers():
     def wn(X, W):
         return X @ _fn("weight_norm")(W, _wn_gain(W.shape[0]), dim=0).T
 
+    def batch_whitening(name):
+        def layer(X, W):  # three groups of 4 features, each observed over the 8 cases
+            return _fn(name)(X @ W.T, group_size=4, eps=0.0)
+
+        return layer
+
+    def gw(X, W):
+        return _fn("group_whitening")(X @ W.T, 3, eps=0.0)
+
     return {
+        **{n: batch_whitening(n) for n in
+           ("pca_whitening", "zca_whitening", "cholesky_whitening", "iter_norm")},
+        "group_whitening": gw,
         "batch_norm": bn,
         "instance_norm": inorm,
         "layer_norm": ln,

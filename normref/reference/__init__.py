@@ -20,3 +20,10 @@ from .activations import (  # noqa: F401
     normalize,
 )
 from .weights import weight_norm  # noqa: F401
+from .whitening import (  # noqa: F401
+    pca_whitening,
+    zca_whitening,
+    cholesky_whitening,
+    iter_norm,
+    group_whitening,
+)

@@ -135,8 +135,6 @@ ROWS_NOT_CASES = {
     "11": "integer / bool / complex input: normref raises TypeError; nothing to compare",
     "13": "weight / bias shape mismatch: normref raises ValueError",
     "14": "num_groups <= 0 or not dividing C: normref raises ValueError",
-    "16": "whitening is not among the normalizers judged by the kit",
-    "17": "whitening backward is not among the normalizers judged by the kit",
     "18": "zero weight in weight norm: normref raises ValueError by default",
     "21": "covered by every backward check: a NaN gradient where normref's is finite "
           "costs infinite ulps",
@@ -394,7 +392,89 @@ def _wn_base(rng, o):
     return [v, g, dim], {}, (), group0
 
 
+def _whitening_data(rng, N, C, sp):
+    """Correlated channels: Gaussian data mixed by a random matrix near I."""
+    mix = np.eye(C) + 0.5 * rng.standard_normal((C, C))
+    return np.einsum("dc,nc...->nd...", mix, _data(rng, (N, C) + sp))
+
+
+def _identity_cov_block(rng, g, reps):
+    """A (g, 4 * reps) block with covariance exactly I: orthogonal +-1 rows (row 17)."""
+    H = np.array([[1.0, 1.0], [1.0, -1.0]])
+    while H.shape[0] < g + 1:
+        H = np.kron(H, np.array([[1.0, 1.0], [1.0, -1.0]]))
+    rows = H[1:g + 1]  # orthogonal to the all-ones row: centred, norms equal
+    return np.tile(rows, (1, reps)) * float(rng.choice([1.0, 2.0, 0.5]))
+
+
+def _bw_base(rng, o):
+    """Batch whitening (pca / zca / cholesky / iter_norm)."""
+    g = int(rng.integers(1, 4))
+    nb = int(rng.integers(1, 3))
+    C = g * nb
+    sp = _spatial(rng, 0, 1)
+    n = o.get("n")
+    N = max(int(rng.integers(3, 7)), g + 1) if n is None else n
+    if o.get("rank_deficient"):  # fewer observations than features (row 16)
+        g, nb, sp = 4, 1, ()
+        C, N = 4, 3
+    x = _whitening_data(rng, N, C, sp)
+    if o.get("identity_cov"):  # covariance exactly proportional to I (row 17)
+        g, nb, sp = int(rng.integers(2, 4)), 1, ()
+        C = g
+        blk = _identity_cov_block(rng, g, 1)
+        x = np.ascontiguousarray(blk.T) + float(rng.uniform(-1, 1))
+        N = x.shape[0]
+    training = o.get("training", True)
+    rm = rc = None
+    if not training:
+        rm = rng.standard_normal(C) * 0.5
+        a = rng.standard_normal((nb, g, g))
+        rc = a @ np.swapaxes(a, 1, 2) / g + np.eye(g)
+    elif o.get("stats"):
+        rm, rc = np.zeros(C), np.tile(np.eye(g), (nb, 1, 1))
+    w = b = None
+    if o.get("coloring"):
+        w = np.eye(g) + 0.3 * rng.standard_normal((nb, g, g))
+        b = rng.standard_normal(C)
+    elif o.get("affine", True):
+        w, b = rng.standard_normal(C) + 1.0, rng.standard_normal(C)
+    eps = 0.1 if o.get("rank_deficient") else _eps(rng)
+    args = [x, rm, rc, w, b, training, _momentum(rng), eps]
+    kwargs = {"group_size": g}
+    if o.get("T") is not None:
+        kwargs["T"] = o["T"]
+    mutates = (1, 2) if training and o.get("stats") else ()
+    return args, kwargs, mutates, (slice(None), slice(0, g))
+
+
+def _iter_norm_base(rng, o):
+    return _bw_base(rng, {**o, "T": int(rng.choice([1, 3, 5, 7]))})
+
+
+def _gw_base(rng, o):
+    N = int(rng.integers(1, 4)) if o.get("n") is None else o["n"]
+    G = int(rng.integers(1, 4))
+    k = int(rng.integers(1, 4))
+    sp = (max(2, -(-(G + 1) // k)),) if o.get("rank_deficient") is None else ()
+    x = _data(rng, (N, G * k) + sp)
+    if o.get("rank_deficient"):  # per sample: G = 4 groups of one value (row 16)
+        G, k = 4, 1
+        x = _data(rng, (N, 4, 2))
+    w = b = None
+    if o.get("affine", True):
+        w, b = rng.standard_normal(G * k) + 1.0, rng.standard_normal(G * k)
+    eps = 0.1 if o.get("rank_deficient") else _eps(rng)
+    kwargs = {"method": o.get("method", "iter_norm")}
+    return [x, G, w, b, eps], kwargs, (), (0,)
+
+
 _BASES = {
+    "pca_whitening": _bw_base,
+    "zca_whitening": _bw_base,
+    "cholesky_whitening": _bw_base,
+    "iter_norm": _iter_norm_base,
+    "group_whitening": _gw_base,
     "batch_norm": _bn_base,
     "instance_norm": _in_base,
     "layer_norm": _ln_base,
@@ -444,6 +524,12 @@ _RANDOM = {
                   "pinf": {"p": math.inf}},
     "weight_norm": {"dim0": {"dim": 0}, "dim1": {"dim": 1}, "dim_last": {"dim": -1},
                     "dim_none": {"dim": None}},
+    **{n: {"train_affine": {}, "train_plain": {"affine": False},
+           "train_running": {"stats": True}, "eval": {"training": False},
+           "coloring": {"coloring": True}}
+       for n in ("pca_whitening", "zca_whitening", "cholesky_whitening", "iter_norm")},
+    "group_whitening": {"iter_norm": {}, "zca": {"method": "zca"},
+                        "plain": {"affine": False}},
 }
 RANDOM_SEEDS = 3
 ADVERSARIAL_SEEDS = 1
@@ -451,21 +537,27 @@ ADVERSARIAL_SEEDS = 1
 #: adversarial variants: name -> (adversarial.md row, applies to)
 _ALL = frozenset(_BASES)
 _STANDARDIZERS = SHIFT_SENSITIVE
+_WHITENING = frozenset({"pca_whitening", "zca_whitening", "cholesky_whitening", "iter_norm",
+                        "group_whitening"})
 _ADVERSARIAL = {
     "offset1e4": ("1", _ALL),
     "offset1e8": ("1", _STANDARDIZERS),
     "const_group": ("2", _STANDARDIZERS | {"rms_norm", "normalize"}),
     "n1_spatial": ("4", frozenset({"batch_norm"})),
     "nan_group": ("6", _ALL),
-    "tiny1e-30": ("7", _ALL - {"weight_norm", "normalize", "local_response_norm"}),
-    "subnormal32": ("8", _ALL - {"weight_norm", "normalize"}),
-    "subnormal64": ("8", _ALL - {"weight_norm", "normalize"}),
+    # (pca_whitening: data far below sqrt(eps) leave Sigma = eps I to rounding, a
+    # repeated eigenvalue where PCA's eigenvectors have no derivative: it raises)
+    "tiny1e-30": ("7", _ALL - {"weight_norm", "normalize", "local_response_norm", "pca_whitening"}),
+    "subnormal32": ("8", _ALL - {"weight_norm", "normalize", "pca_whitening"}),
+    "subnormal64": ("8", _ALL - {"weight_norm", "normalize", "pca_whitening"}),
     "empty_batch": ("9", _ALL - {"weight_norm"}),
     "noncontiguous": ("10", _ALL),
     "float16": ("12", _ALL),
     "huge1e30": ("15", _ALL),
     "huge1e300": ("15", _ALL),
     "neg_eps_momentum": ("19", frozenset(_EPS_SLOT) - {"mean_variance_norm"}),
+    "rank_deficient": ("16", _WHITENING),
+    "identity_cov": ("17", _WHITENING - {"pca_whitening", "group_whitening"}),
     "lrn_size2": ("20", frozenset({"local_response_norm"})),
     "lrn_size4": ("20", frozenset({"local_response_norm"})),
     "lrn_size6": ("20", frozenset({"local_response_norm"})),
@@ -475,6 +567,8 @@ _ADVERSARIAL = {
 _ADV_OPTIONS = {
     "n1_spatial": {"n": 1, "spatial": (2, 3)},
     "empty_batch": {"n": 0},
+    "rank_deficient": {"rank_deficient": True},
+    "identity_cov": {"identity_cov": True},
     "lrn_size2": {"size": 2},
     "lrn_size4": {"size": 4},
     "lrn_size6": {"size": 6},

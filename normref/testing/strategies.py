@@ -296,6 +296,61 @@ def _weight_norm(draw):
     return (v, g), {"dim": dim}
 
 
+def _spd(rng, d, ridge=1.0):
+    a = rng.standard_normal((d, d))
+    return a @ a.T / d + ridge * np.eye(d)
+
+
+@st.composite
+def _batch_whitening(draw, iterative=False):
+    """Full-rank groups (more observations than features: autograd's eigh
+    reference is undefined at the repeated zero eigenvalues of a
+    rank-deficient covariance), eps in {1e-5, 1e-3, 0.1}, per-channel affine
+    or a coloring matrix, training or eval with running estimates."""
+    g = draw(st.integers(1, 4))
+    nb = draw(st.integers(1, 2))
+    C = g * nb
+    spatial = draw(st.sampled_from([(), (2,), (2, 2)]))
+    S = math.prod(spatial)
+    N = draw(st.integers(max(2, -(-(g + 1) // S)), 6))
+    seed = draw(st.integers(0, 2**32 - 1))
+    rng = np.random.default_rng(seed)
+    mix = np.eye(C) + 0.5 * rng.standard_normal((C, C))
+    x = np.einsum("dc,nc...->nd...", mix, rng.standard_normal((N, C) + spatial))
+    x = draw(st.sampled_from([0.0, 1.0, -3.0, 1e4])) + draw(st.sampled_from([1.0, 1e-3, 1e3])) * x
+    kind = draw(st.sampled_from(["none", "affine", "coloring"]))
+    w = b = None
+    if kind == "affine":
+        w, b = rng.uniform(0.5, 1.5, C), rng.standard_normal(C)
+    elif kind == "coloring":
+        w = np.stack([np.eye(g) + 0.3 * rng.standard_normal((g, g)) for _ in range(nb)])
+    kwargs = {"eps": draw(st.sampled_from([1e-5, 1e-3, 0.1])), "group_size": g}
+    if iterative:
+        kwargs["T"] = draw(st.integers(0, 7))
+    rm = rc = None
+    if draw(st.booleans()):
+        kwargs["training"] = False
+        rm = rng.standard_normal(C) + float(np.mean(x))
+        rc = np.stack([_spd(rng, g) for _ in range(nb)]) * float(np.var(x))
+    return (x, rm, rc, w, b), kwargs
+
+
+@st.composite
+def _group_whitening(draw):
+    G = draw(st.integers(1, 4))
+    per = draw(st.integers(1, 3))
+    spatial = draw(st.sampled_from([(), (2,), (2, 2)]))
+    if per * math.prod(spatial) < G + 1:
+        spatial = (G + 1,)
+    N = draw(st.integers(1, 3))
+    x = draw(float_arrays((N, G * per) + spatial, offset=st.sampled_from([0.0, 1.0, 1e4]), scale=scales()))
+    w, b = _affine(draw, (G * per,))
+    kwargs = {"eps": draw(st.sampled_from([1e-5, 1e-3, 0.1])),
+              "method": draw(st.sampled_from(["iter_norm", "zca", "cholesky", "pca"])),
+              "T": draw(st.integers(0, 7))}
+    return (x, G, w, b), kwargs
+
+
 NORMALIZERS = {
     "batch_norm": _batch_norm,
     "layer_norm": lambda: _layer_like(False),
@@ -309,6 +364,11 @@ NORMALIZERS = {
     "local_response_norm": _local_response_norm,
     "normalize": _normalize,
     "weight_norm": _weight_norm,
+    "pca_whitening": _batch_whitening,
+    "zca_whitening": _batch_whitening,
+    "cholesky_whitening": _batch_whitening,
+    "iter_norm": lambda: _batch_whitening(iterative=True),
+    "group_whitening": _group_whitening,
 }
 
 

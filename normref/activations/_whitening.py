@@ -1,0 +1,168 @@
+"""Argument checking, running estimates and example cases shared by the whitening normalizers.
+
+The operation itself (block view, whitening matrices, derivatives) is
+:mod:`normref.whiten`; a whitening module only names its method.
+"""
+from __future__ import annotations
+
+import numbers
+
+import numpy as np
+
+from ..numerics import as_float64, as_optional_float64, check_finite_scalar
+from ..registry import Case
+from ..whiten import EVALUATIONS, METHODS, BlockView, FixedWhitening, Whitening
+from ._common import eps_value, input_array, positive_int
+
+__all__ = ["bind_batch_whitening", "bind_group_whitening", "batch_examples", "steps", "BATCH_CONVENTIONS"]
+
+BATCH_CONVENTIONS = {
+    "group_size": "channels whitened together; default all C (a 2-D (N, C) input whitens all C features)",
+    "running_estimate": "covariance: running covariance, W recomputed at eval (Huang et al. 2020); "
+                        "whitening: running average of whitening matrices (Huang et al. 2018/2019 code)",
+    "running_cov_unbiased": "True: running covariance gets m/(m-1) Sigma_data (like BN's running_var); False: biased",
+    "momentum": "PyTorch direction: new = (1 - m) old + m batch",
+    "eps": "added to the covariance diagonal: Sigma = Xc Xc^T / m + eps I",
+}
+
+
+def steps(T):
+    if isinstance(T, (bool, np.bool_)) or not isinstance(T, numbers.Integral):
+        raise TypeError(f"T must be a non-negative integer (Newton-Schulz steps), got {T!r}")
+    T = int(T)
+    if T < 0:
+        raise ValueError(f"T must be a non-negative integer (Newton-Schulz steps), got {T}")
+    return T
+
+
+def _evaluation(evaluation):
+    if evaluation not in EVALUATIONS:
+        raise ValueError(f"evaluation must be one of {EVALUATIONS}, got {evaluation!r}")
+    return evaluation
+
+
+def _recovery(weight, bias, C, B, d, allow_coloring):
+    w = as_optional_float64("weight", weight)
+    b = as_optional_float64("bias", bias)
+    if w is not None:
+        ok = w.shape == (C,) or (allow_coloring and w.shape == (B, d, d))
+        if not ok:
+            extra = f" or {(B, d, d)} (a coloring matrix per channel group)" if allow_coloring else ""
+            raise ValueError(f"weight has shape {w.shape}, expected {(C,)} (one scale per channel){extra}")
+    if b is not None and b.shape != (C,):
+        raise ValueError(f"bias has shape {b.shape}, expected {(C,)} (one shift per channel)")
+    return w, b
+
+
+def _group_size(group_size, C):
+    if group_size is None:
+        return C
+    g = positive_int("group_size", group_size)
+    if C % g:
+        raise ValueError(f"group_size={g} must divide the number of channels C={C}")
+    return g
+
+
+def _running_buffer(name, buf, shape):
+    if not isinstance(buf, np.ndarray):
+        raise TypeError(f"{name} must be a numpy array (updated in place), got {type(buf).__name__}")
+    as_float64(name, buf)
+    if buf.shape != shape:
+        raise ValueError(f"{name} has shape {buf.shape}, expected {shape}")
+    if not buf.flags.writeable:
+        raise ValueError(f"{name} must be writeable: it is updated in place")
+    return buf
+
+
+def bind_batch_whitening(method, name, input, running_mean, running_cov, weight, bias, training,
+                         momentum, eps, *, group_size, T=5, evaluation="spectral",
+                         running_estimate="covariance", running_cov_unbiased=True):
+    """The Plan of a batch-whitening call (pca / zca / cholesky / iter_norm)."""
+    x = input_array(input, 2)
+    C = x.shape[1]
+    g = _group_size(group_size, C)
+    view = BlockView(x.shape, "batch", g)
+    w, b = _recovery(weight, bias, C, view.B, g, True)
+    eps = eps_value(eps)
+    T = steps(T)
+    evaluation = _evaluation(evaluation)
+    if running_estimate not in ("covariance", "whitening"):
+        raise ValueError(f"running_estimate must be 'covariance' or 'whitening', got {running_estimate!r}")
+    cov_shape = (view.B, g, g)
+    if not training:
+        for nm, buf in (("running_mean", running_mean), ("running_cov", running_cov)):
+            if buf is None:
+                raise ValueError(f"{nm} is required when training=False (eval mode uses running estimates)")
+        rm = as_float64("running_mean", running_mean)
+        rc = as_float64("running_cov", running_cov)
+        if rm.shape != (C,):
+            raise ValueError(f"running_mean has shape {rm.shape}, expected {(C,)}")
+        if rc.shape != cov_shape:
+            raise ValueError(f"running_cov has shape {rc.shape}, expected {cov_shape} "
+                             f"(C/group_size blocks of group_size x group_size)")
+        fixed = FixedWhitening(rm, rc, estimate=running_estimate)
+        return Whitening(x, view, method, eps=eps, T=T, evaluation=evaluation, weight=w, bias=b,
+                         fixed=fixed, name=name)
+    if x.size and view.m == 1:
+        raise ValueError(
+            f"Expected more than 1 value per channel when training, got input of shape {x.shape}: "
+            f"the batch covariance of one observation is undefined"
+        )
+    momentum = check_finite_scalar("momentum", momentum)
+    rm = None if running_mean is None else _running_buffer("running_mean", running_mean, (C,))
+    rc = None if running_cov is None else _running_buffer("running_cov", running_cov, cov_shape)
+    unbiased = bool(running_cov_unbiased)
+
+    def update(plan):
+        if plan.empty:
+            return
+        if rm is not None:
+            rm[...] = (1.0 - momentum) * rm.astype(np.float64) + momentum * plan.mu.reshape(-1)
+        if rc is not None:
+            if running_estimate == "whitening":
+                est = plan.whitening_matrices()
+            else:
+                m = view.m
+                est = plan.data_cov * (m / (m - 1) if unbiased else 1.0)
+            rc[...] = (1.0 - momentum) * rc.astype(np.float64) + momentum * est
+
+    return Whitening(x, view, method, eps=eps, T=T, evaluation=evaluation, weight=w, bias=b, name=name,
+                     on_forward=update if (rm is not None or rc is not None) else None)
+
+
+def bind_group_whitening(input, num_groups, weight, bias, eps, *, T=5, method="iter_norm",
+                         evaluation="spectral"):
+    """The Plan of a group-whitening call (per sample, across channel groups)."""
+    x = input_array(input, 2)
+    C = x.shape[1]
+    G = positive_int("num_groups", num_groups)
+    if C % G:
+        raise ValueError(f"num_groups={G} must divide the number of channels C={C} (input shape {x.shape})")
+    if method not in METHODS:
+        raise ValueError(f"method must be one of {sorted(METHODS)}, got {method!r}")
+    view = BlockView(x.shape, "sample", G)
+    w, b = _recovery(weight, bias, C, view.B, G, False)
+    return Whitening(x, view, method, eps=eps_value(eps), T=steps(T), evaluation=_evaluation(evaluation),
+                     weight=w, bias=b, name="group_whitening")
+
+
+def batch_examples(rng, T=None):
+    """Example calls shared by the batch-whitening normalizers."""
+    kw = {} if T is None else {"T": T}
+    x2 = rng.standard_normal((10, 4)) @ (np.eye(4) + 0.5 * rng.standard_normal((4, 4)))
+    x4 = rng.standard_normal((3, 4, 2, 2))
+    w4, b4 = rng.uniform(0.5, 1.5, 4), rng.standard_normal(4)
+    gam = np.stack([np.eye(2) + 0.3 * rng.standard_normal((2, 2)) for _ in range(2)])
+    rm, rc = rng.standard_normal(4), np.eye(4) + 0.2 * (lambda a: a + a.T)(rng.standard_normal((4, 4)))
+    rc2 = np.stack([np.eye(2) * 1.5 + 0.2 * (lambda a: a + a.T)(rng.standard_normal((2, 2)))
+                    for _ in range(2)])
+    return [
+        Case("train 2d whole group", (x2, rm.copy(), rc[None].copy(), w4, b4, True), kw, mutates=(1, 2)),
+        Case("train NCHW group 2 affine", (x4, None, None, w4, b4, True), {"group_size": 2, **kw}),
+        Case("train coloring", (x4, None, None, gam, b4, True), {"group_size": 2, **kw}),
+        Case("train offset 1e3", (x2 + 1e3, None, None, None, None, True), kw),
+        Case("train eps 0.1 channels 3", (rng.standard_normal((6, 3, 2)), None, None, None, None, True),
+             {"eps": 0.1, **kw}),
+        Case("eval covariance", (x4, rm, rc2, w4, b4, False), {"group_size": 2, **kw}),
+    ] + ([Case("newton T=3", (x4, None, None, w4, None, True),
+               {"group_size": 2, "T": 3, "evaluation": "newton"})] if T is not None else [])

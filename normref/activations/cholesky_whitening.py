@@ -1,0 +1,78 @@
+"""Cholesky whitening of activations (Siarohin et al. 2019)."""
+from __future__ import annotations
+
+from .. import reference
+from ..registry import Spec, register
+from ._whitening import BATCH_CONVENTIONS, batch_examples, bind_batch_whitening
+
+__all__ = ["cholesky_whitening"]
+
+
+def _bind(input, running_mean=None, running_cov=None, weight=None, bias=None, training=True,
+          momentum=0.1, eps=1e-5, *, group_size=None, running_estimate="covariance",
+          running_cov_unbiased=True):
+    return bind_batch_whitening("cholesky", "cholesky_whitening", input, running_mean, running_cov, weight, bias,
+                                training, momentum, eps, group_size=group_size,
+                                running_estimate=running_estimate,
+                                running_cov_unbiased=running_cov_unbiased)
+
+
+def cholesky_whitening(input, running_mean=None, running_cov=None, weight=None, bias=None, training=True,
+                       momentum=0.1, eps=1e-5, *, group_size=None, running_estimate="covariance",
+                       running_cov_unbiased=True):
+    r"""Cholesky whitening over the batch: the inverse of the covariance's Cholesky factor.
+
+    For each group of ``group_size`` channels (all C by default), observed
+    over the batch and spatial positions as the columns of
+    :math:`X \in \mathbb R^{d \times m}` (:math:`m = N \cdot H W`):
+
+    .. math::
+
+        X_c = X - \mu \mathbf 1^\top, \qquad
+        \Sigma = \tfrac1m X_c X_c^\top + \epsilon I = D \Lambda D^\top, \qquad
+        \Sigma = L L^\top, \qquad \hat X = L^{-1} X_c
+
+    then the recovery: ``weight`` of shape (C,) scales each channel, or of
+    shape (C/group_size, group_size, group_size) colors each group
+    (:math:`Y = \Gamma \hat X`, Siarohin et al. 2019); ``bias`` (C,) shifts.
+
+    Training (default, ``training=True``: there is no PyTorch op to mirror and
+    whitening is mostly used with batch statistics): ``running_mean`` (C,)
+    and ``running_cov`` (C/group_size, group_size, group_size), if given,
+    are updated in place, ``new = (1 - momentum) old + momentum batch``,
+    with the unbiased data covariance :math:`X_c X_c^\top/(m-1)` (eps not
+    included) -- or, with ``running_estimate="whitening"``, the batch
+    whitening matrix itself.  Eval (``training=False``): the whitening
+    matrix is recomputed from ``running_cov + eps I`` (Huang et al. 2020's
+    recommendation) or, with ``running_estimate="whitening"``, taken as
+    ``running_cov``; the running estimates are then differentiable
+    arguments (``running_cov`` through its symmetric part).
+
+    Training with one observation per channel raises ValueError, as batch
+    norm does; with ``eps=0`` a singular covariance raises ValueError.
+
+    Numerics: corrected two-pass means, covariance from the centred data,
+    eps on the covariance diagonal, float64.  Derivatives are exact: see
+    :mod:`normref.whiten` (the Cholesky factor's derivative, Phi = lower triangle, halved diagonal).
+
+    Siarohin, Sangineto & Sebe 2019, Whitening and Coloring Batch Transform for GANs, ICLR, arXiv:1806.00420
+    """
+    return _bind(input, running_mean, running_cov, weight, bias, training, momentum, eps,
+                 group_size=group_size, running_estimate=running_estimate,
+                 running_cov_unbiased=running_cov_unbiased).forward()
+
+
+register(Spec(
+    name="cholesky_whitening",
+    function=cholesky_whitening,
+    bind=_bind,
+    reference=reference.cholesky_whitening,
+    family="activations",
+    nap="batch: (N, spatial) per channel group of group_size channels",
+    nop="whiten: Cholesky, W = L^-1",
+    nrr="affine per channel or coloring matrix per group",
+    citation="Siarohin, Sangineto & Sebe 2019, Whitening and Coloring Batch Transform for GANs, ICLR, arXiv:1806.00420",
+    examples=lambda rng: batch_examples(rng),
+    conventions={**BATCH_CONVENTIONS},
+    differentiable=("input", "weight", "bias", "running_mean", "running_cov"),
+))

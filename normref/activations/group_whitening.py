@@ -1,0 +1,86 @@
+"""Group whitening (Huang et al. 2021): per sample, decorrelate groups of channels."""
+from __future__ import annotations
+
+import numpy as np
+
+from .. import reference
+from ..registry import Case, Spec, register
+from ._whitening import bind_group_whitening
+
+__all__ = ["group_whitening"]
+
+
+def _bind(input, num_groups, weight=None, bias=None, eps=1e-5, *, T=5, method="iter_norm",
+          evaluation="spectral"):
+    return bind_group_whitening(input, num_groups, weight, bias, eps, T=T, method=method,
+                                evaluation=evaluation)
+
+
+def group_whitening(input, num_groups, weight=None, bias=None, eps=1e-5, *, T=5, method="iter_norm",
+                    evaluation="spectral"):
+    r"""Group whitening: each sample's channel groups standardized and decorrelated.
+
+    For one sample, the C channels (with their spatial positions) are split
+    into G = ``num_groups`` groups of C/G channels, the rows of
+    :math:`X \in \mathbb R^{G \times m}` (:math:`m = C/G \cdot H W`), and
+
+    .. math::
+
+        X_c = X - \mu \mathbf 1^\top, \qquad
+        \Sigma = \tfrac1m X_c X_c^\top + \epsilon I, \qquad
+        \hat X = W(\Sigma)\, X_c, \qquad y = \gamma \hat x + \beta
+
+    with :math:`W` the IterNorm matrix of ``T`` Newton-Schulz steps
+    (:math:`\Sigma_N = \Sigma/\mathrm{tr}\,\Sigma`, :math:`P_{k+1} = (3P_k -
+    P_k^3\Sigma_N)/2`, :math:`W = P_T/\sqrt{\mathrm{tr}\,\Sigma}`), the
+    paper's default, or ``method="zca"`` (:math:`\Sigma^{-1/2}`), ``"pca"``
+    or ``"cholesky"``; ``evaluation`` as in :func:`normref.iter_norm`.  Like group norm it uses no batch statistics, so it
+    has no running estimates and behaves the same in training and eval;
+    ``weight`` and ``bias`` are per channel (C,).  With G = 1 it is layer
+    norm over (C, H, W) up to eps (a 1 x 1 covariance).
+
+    Numerics and derivatives as in :mod:`normref.whiten` (corrected two-pass
+    means, covariance from centred data, eps on the diagonal, exact reverse
+    and forward sweeps through the Newton-Schulz steps).
+
+    Huang, Zhou, Liu, Zhu & Shao 2021, Group Whitening: Balancing Learning
+    Efficiency and Representational Capacity, CVPR, arXiv:2009.13333.
+    """
+    return _bind(input, num_groups, weight, bias, eps, T=T, method=method,
+                 evaluation=evaluation).forward()
+
+
+def _examples(rng):
+    x = rng.standard_normal((2, 6, 2, 2))
+    w, b = rng.uniform(0.5, 1.5, 6), rng.standard_normal(6)
+    x2 = rng.standard_normal((3, 8))
+    return [
+        Case("NCHW 3 groups affine", (x, 3, w, b)),
+        Case("2d 4 groups", (x2, 4)),
+        Case("T=2", (x, 2, w, None), {"T": 2}),
+        Case("newton T=3", (x2, 2), {"T": 3, "evaluation": "newton"}),
+        Case("zca 3 groups", (x, 3, None, b), {"method": "zca"}),
+        Case("offset 1e3", (x2 + 1e3, 2)),
+        Case("cholesky", (x, 2), {"method": "cholesky", "eps": 0.1}),
+    ]
+
+
+register(Spec(
+    name="group_whitening",
+    function=group_whitening,
+    bind=_bind,
+    reference=reference.group_whitening,
+    family="activations",
+    nap="group: per sample, G groups of (C/G, spatial), decorrelated across groups",
+    nop="whiten: IterNorm (default) or ZCA / PCA / Cholesky across the G groups",
+    nrr="affine per channel",
+    citation="Huang, Zhou, Liu, Zhu & Shao 2021, Group Whitening, CVPR, arXiv:2009.13333",
+    examples=_examples,
+    conventions={
+        "num_groups": "G groups whitened against each other (positional, like group_norm)",
+        "method": "iter_norm (default, T steps) | zca | pca | cholesky",
+        "eps": "added to the covariance diagonal",
+        "evaluation": "spectral (exact value of the iteration, default) | newton (the matrix iteration)",
+    },
+    differentiable=("input", "weight", "bias"),
+))

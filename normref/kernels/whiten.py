@@ -1,0 +1,125 @@
+"""Numba kernels for whitening: centring, covariance, Newton-Schulz steps, triangular inverse.
+
+Layout: a C-contiguous stack of blocks ``(B, d, m)`` (``d`` features observed
+``m`` times) or of matrices ``(B, d, d)``; blocks are independent and every
+reduction runs in a fixed order, so results do not depend on the number of
+threads.  Centring and the triangular inverse run one ``prange`` iteration
+per row / block; the matrix products (covariance, Newton-Schulz steps) call
+BLAS through ``np.dot`` on contiguous 2-D slices from a serial loop (BLAS
+brings its own threads; nesting them inside numba's would oversubscribe).
+"""
+from __future__ import annotations
+
+import numpy as np
+from numba import njit, prange
+
+from ._dispatch import parallel_kernel
+
+__all__ = ["center_rows", "gram", "newton_schulz", "lower_inverse"]
+
+
+@njit(cache=True, fastmath=False)
+def _neumaier_mean(row):
+    s = 0.0
+    c = 0.0
+    for v in row:
+        t = s + v
+        if abs(s) >= abs(v):
+            c += (s - t) + v
+        else:
+            c += (v - t) + s
+        s = t
+    return (s + c) / row.shape[0]
+
+
+@parallel_kernel(cache=True, fastmath=False)
+def _center_rows(X, Xc, mu):
+    B, d, m = X.shape
+    for k in prange(B * d):
+        b = k // d
+        i = k - b * d
+        row = X[b, i]
+        mean = _neumaier_mean(row)
+        # corrected two pass: the residual mean of x - mean is folded back in
+        r = 0.0
+        for j in range(m):
+            r += row[j] - mean
+        mean = mean + r / m
+        for j in range(m):
+            Xc[b, i, j] = row[j] - mean
+        mu[b, i] = mean
+
+
+def center_rows(X):
+    """``(X - mu, mu)`` for a (B, d, m) stack: each row centred on its mean."""
+    X = np.ascontiguousarray(X, dtype=np.float64)
+    Xc = np.empty_like(X)
+    mu = np.empty(X.shape[:2])
+    if X.size:
+        _center_rows(X, Xc, mu)
+    return Xc, mu
+
+
+@njit(cache=True, fastmath=False)
+def _gram(Xc, out):
+    for b in range(Xc.shape[0]):
+        A = Xc[b]
+        G = np.dot(A, A.T)
+        d = G.shape[0]
+        # exact symmetry: the upper triangle mirrors the lower one
+        for i in range(d):
+            for j in range(i + 1):
+                out[b, i, j] = G[i, j]
+                out[b, j, i] = G[i, j]
+
+
+def gram(Xc):
+    """``Xc Xc^T`` per block, exactly symmetric, shape (B, d, d)."""
+    Xc = np.ascontiguousarray(Xc, dtype=np.float64)
+    out = np.empty((Xc.shape[0], Xc.shape[1], Xc.shape[1]))
+    _gram(Xc, out)
+    return out
+
+
+@njit(cache=True, fastmath=False)
+def _newton_schulz(SN, T, P):
+    B, d, _ = SN.shape
+    for b in range(B):
+        S = SN[b]
+        Pk = np.eye(d)
+        P[0, b] = Pk
+        for k in range(T):
+            P3 = np.dot(np.dot(Pk, Pk), Pk)
+            Pk = 1.5 * Pk - 0.5 * np.dot(P3, S)
+            P[k + 1, b] = Pk
+
+
+def newton_schulz(SN, T):
+    """The IterNorm iterates ``P_0 = I, P_{k+1} = (3 P_k - P_k^3 S_N) / 2``: (T+1, B, d, d)."""
+    SN = np.ascontiguousarray(SN, dtype=np.float64)
+    P = np.empty((T + 1,) + SN.shape)
+    _newton_schulz(SN, T, P)
+    return P
+
+
+@parallel_kernel(cache=True, fastmath=False)
+def _lower_inverse(L, out):
+    B, d, _ = L.shape
+    for b in prange(B):
+        for j in range(d):  # column j of L^{-1} by forward substitution
+            for i in range(d):
+                out[b, i, j] = 0.0
+            out[b, j, j] = 1.0 / L[b, j, j]
+            for i in range(j + 1, d):
+                s = 0.0
+                for k in range(j, i):
+                    s += L[b, i, k] * out[b, k, j]
+                out[b, i, j] = -s / L[b, i, i]
+
+
+def lower_inverse(L):
+    """The inverse of each lower-triangular matrix of a (B, d, d) stack (exactly lower)."""
+    L = np.ascontiguousarray(L, dtype=np.float64)
+    out = np.empty_like(L)
+    _lower_inverse(L, out)
+    return out
