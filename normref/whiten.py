@@ -290,9 +290,14 @@ class Cholesky(MatrixFunction):
             l = np.linalg.eigvalsh(S)
             self._singular(S, l[..., 0], l[..., -1], what, eps)
         self.L = L
+        self.S = S
         self.W = K.lower_inverse(np.ascontiguousarray(L))
-        l = np.linalg.eigvalsh(S) if S.shape[-1] <= 64 else None
-        self.kappa = (l[..., -1] / l[..., 0]) if l is not None else (dg.max(-1) / lmin)
+
+    @property
+    def kappa(self):
+        """Condition numbers of the blocks (computed on demand: only tolerances use them)."""
+        l = np.linalg.eigvalsh(self.S)
+        return l[..., -1] / l[..., 0]
 
     def jvp(self, dS):
         W = self.W

@@ -136,6 +136,17 @@ def test_speed_quick_runs_and_prints_tables():
         assert op in out
 
 
+def test_whitening_quick_runs_and_prints_table():
+    proc = subprocess.run(
+        [sys.executable, os.path.join(BENCH, "whitening.py"), "--quick"],
+        capture_output=True, text=True, timeout=600, cwd=ROOT,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    for head in ("normref ms", "torch ms", "numpy fwd ms", "normref/torch",
+                 "pca_whitening", "zca_whitening", "cholesky_whitening", "iter_norm"):
+        assert head in proc.stdout, head
+
+
 def test_accuracy_main_prints_table(capsys):
     assert accuracy.main(["--ops", "rms_norm"]) == 0
     out = capsys.readouterr().out

@@ -3,15 +3,16 @@
 Layout: a C-contiguous stack of blocks ``(B, d, m)`` (``d`` features observed
 ``m`` times) or of matrices ``(B, d, d)``; blocks are independent and every
 reduction runs in a fixed order, so results do not depend on the number of
-threads.  Centring and the triangular inverse run one ``prange`` iteration
-per row / block; the matrix products (covariance, Newton-Schulz steps) call
-BLAS through ``np.dot`` on contiguous 2-D slices from a serial loop (BLAS
-brings its own threads; nesting them inside numba's would oversubscribe).
+threads.  Centring and the triangular inverse are numba loops (one
+``prange`` iteration per row / block); the matrix products (covariance,
+Newton-Schulz steps) are batched NumPy ``matmul`` calls, so that every BLAS
+call goes through the one OpenBLAS NumPy's LAPACK also uses (see
+:func:`gram`).
 """
 from __future__ import annotations
 
 import numpy as np
-from numba import njit, prange
+from numba import njit, prange  # noqa: F401
 
 from ._dispatch import parallel_kernel
 
@@ -60,45 +61,28 @@ def center_rows(X):
     return Xc, mu
 
 
-@njit(cache=True, fastmath=False)
-def _gram(Xc, out):
-    for b in range(Xc.shape[0]):
-        A = Xc[b]
-        G = np.dot(A, A.T)
-        d = G.shape[0]
-        # exact symmetry: the upper triangle mirrors the lower one
-        for i in range(d):
-            for j in range(i + 1):
-                out[b, i, j] = G[i, j]
-                out[b, j, i] = G[i, j]
-
-
 def gram(Xc):
-    """``Xc Xc^T`` per block, exactly symmetric, shape (B, d, d)."""
+    """``Xc Xc^T`` per block, exactly symmetric, shape (B, d, d).
+
+    A BLAS product through NumPy's ``matmul``, not through ``np.dot`` inside
+    numba: numba calls SciPy's BLAS, a second OpenBLAS with its own thread
+    pool, and alternating the two pools with NumPy's LAPACK (eigh) made the
+    product 100x slower on 2 cores.  The upper triangle mirrors the lower.
+    """
     Xc = np.ascontiguousarray(Xc, dtype=np.float64)
-    out = np.empty((Xc.shape[0], Xc.shape[1], Xc.shape[1]))
-    _gram(Xc, out)
-    return out
-
-
-@njit(cache=True, fastmath=False)
-def _newton_schulz(SN, T, P):
-    B, d, _ = SN.shape
-    for b in range(B):
-        S = SN[b]
-        Pk = np.eye(d)
-        P[0, b] = Pk
-        for k in range(T):
-            P3 = np.dot(np.dot(Pk, Pk), Pk)
-            Pk = 1.5 * Pk - 0.5 * np.dot(P3, S)
-            P[k + 1, b] = Pk
+    G = np.matmul(Xc, np.swapaxes(Xc, 1, 2))
+    lower = np.tril(G)
+    return lower + np.swapaxes(np.tril(G, -1), 1, 2)
 
 
 def newton_schulz(SN, T):
     """The IterNorm iterates ``P_0 = I, P_{k+1} = (3 P_k - P_k^3 S_N) / 2``: (T+1, B, d, d)."""
     SN = np.ascontiguousarray(SN, dtype=np.float64)
     P = np.empty((T + 1,) + SN.shape)
-    _newton_schulz(SN, T, P)
+    P[0] = np.eye(SN.shape[-1])
+    for k in range(T):
+        Pk = P[k]
+        P[k + 1] = 1.5 * Pk - 0.5 * (Pk @ Pk @ Pk @ SN)
     return P
 
 
