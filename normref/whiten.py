@@ -323,8 +323,16 @@ class IterNorm(MatrixFunction):
         self.tr = tr
         SN = S / tr[..., None, None]
         self.SN = SN
-        self.P = K.newton_schulz(np.ascontiguousarray(SN), T)  # (T+1, B, d, d)
+        with np.errstate(over="ignore", invalid="ignore"):
+            self.P = K.newton_schulz(np.ascontiguousarray(SN), T)  # (T+1, B, d, d)
         self.W = self.P[T] / np.sqrt(tr)[..., None, None]
+        if not np.isfinite(self.W).all():
+            b = int(np.flatnonzero(~np.isfinite(self.W).all(axis=(-1, -2)))[0])
+            raise ValueError(
+                f"the Newton-Schulz iteration (evaluation='newton', T={T}) diverged on block {b} "
+                f"of the {what}: rounding breaks the commutation of the iterates with the "
+                f"ill-conditioned normalized covariance; evaluation='spectral' gives the exact value"
+            )
         self.kappa = np.ones(S.shape[0]) * (1.0 + T)
 
     @staticmethod
