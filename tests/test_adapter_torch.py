@@ -253,7 +253,10 @@ def test_catalogue_skips_only_what_torch_lacks(catalogue_run):
     skipped = {r.normalizer for r in results if r.status == "skip"
                and r.reason == "no such op or variant in this framework"}
     lacking = {"positional_norm", "batch_group_norm", "ghost_batch_norm", "mean_variance_norm",
-               "batch_norm", "group_norm"}  # the last two: channels-last, per-group affine
+               "batch_norm", "group_norm",  # these two: channels-last, per-group affine
+               # no whitening op in torch.nn.functional
+               "pca_whitening", "zca_whitening", "cholesky_whitening", "iter_norm",
+               "group_whitening"}
     if adapter.framework == "torch-modules":
         lacking |= {"normalize", "weight_norm"}
     assert skipped == lacking

@@ -53,10 +53,10 @@ def group_whitening(input, num_groups, weight=None, bias=None, eps=1e-5, *, T=5,
 def _examples(rng):
     x = rng.standard_normal((2, 6, 2, 2))
     w, b = rng.uniform(0.5, 1.5, 6), rng.standard_normal(6)
-    x2 = rng.standard_normal((3, 8))
+    x2 = rng.standard_normal((3, 12))  # 3 groups of 4 values: full-rank 3 x 3 covariances
     return [
         Case("NCHW 3 groups affine", (x, 3, w, b)),
-        Case("2d 4 groups", (x2, 4)),
+        Case("2d 3 groups", (x2, 3)),
         Case("T=2", (x, 2, w, None), {"T": 2}),
         Case("newton T=3", (x2, 2), {"T": 3, "evaluation": "newton"}),
         Case("zca 3 groups", (x, 3, None, b), {"method": "zca"}),
