@@ -158,18 +158,21 @@ class MatrixFunction:
 
     name = ""
 
-    def __init__(self, S, *, what="covariance", eps=None):
+    def __init__(self, S, *, what="covariance", eps=None, scale=None):
         raise NotImplementedError
 
     @staticmethod
-    def _singular(S, lmin, lmax, what, eps):
+    def _singular(S, lmin, lmax, what, eps, scale=None):
+        """Raise if a block is numerically singular; ``scale`` (per block) undoes the
+        power-of-two rescaling of the covariance in the message."""
         d = S.shape[-1]
         bad = ~(lmin > d * _EPS * np.maximum(lmax, 0.0)) | ~(lmax > 0)
         if bad.any():
             b = int(np.flatnonzero(bad)[0])
+            u = 1.0 if scale is None else float(scale[b])
             raise ValueError(
                 f"the {what} of block {b} is singular or not positive definite "
-                f"(smallest eigenvalue {float(lmin[b]):.3e}, largest {float(lmax[b]):.3e}, "
+                f"(smallest eigenvalue {float(lmin[b]) * u:.3e}, largest {float(lmax[b]) * u:.3e}, "
                 f"eps={eps!r}): the whitening matrix is undefined; use eps > 0"
             )
 
@@ -179,9 +182,9 @@ class ZCA(MatrixFunction):
 
     name = "zca"
 
-    def __init__(self, S, *, what="covariance", eps=None):
+    def __init__(self, S, *, what="covariance", eps=None, scale=None):
         l, D = np.linalg.eigh(_sym(S))
-        self._singular(S, l[..., 0], l[..., -1], what, eps)
+        self._singular(S, l[..., 0], l[..., -1], what, eps, scale)
         s = np.sqrt(l)
         r = 1.0 / s
         self.l, self.D = l, D
@@ -206,9 +209,9 @@ class PCA(MatrixFunction):
 
     name = "pca"
 
-    def __init__(self, S, *, what="covariance", eps=None):
+    def __init__(self, S, *, what="covariance", eps=None, scale=None):
         l, D = np.linalg.eigh(_sym(S))
-        self._singular(S, l[..., 0], l[..., -1], what, eps)
+        self._singular(S, l[..., 0], l[..., -1], what, eps, scale)
         l, D = l[..., ::-1].copy(), D[..., ::-1].copy()
         # sign convention: the entry of largest magnitude of each eigenvector is positive
         idx = np.argmax(np.abs(D), axis=-2)
@@ -216,6 +219,7 @@ class PCA(MatrixFunction):
         D = D * np.where(piv < 0, -1.0, 1.0)[..., None, :]
         r = 1.0 / np.sqrt(l)
         self.l, self.D, self.r = l, D, r
+        self.scale = np.ones(l.shape[0]) if scale is None else scale
         self.W = r[..., :, None] * _T(D)
         d = l.shape[-1]
         gap = l[..., None, :] - l[..., :, None]  # l_j - l_i
@@ -238,7 +242,8 @@ class PCA(MatrixFunction):
             b, i, j = (int(v) for v in np.argwhere(bad)[0])
             raise ValueError(
                 f"pca_whitening is not differentiable here: block {b} has a repeated "
-                f"eigenvalue (l[{i}] = {self.l[b, i]:.6g}, l[{j}] = {self.l[b, j]:.6g}) whose "
+                f"eigenvalue (l[{i}] = {self.l[b, i] * self.scale[b]:.6g}, "
+                f"l[{j}] = {self.l[b, j] * self.scale[b]:.6g}) whose "
                 f"eigenvectors are not unique; zca_whitening is differentiable there"
             )
 
@@ -274,21 +279,21 @@ class Cholesky(MatrixFunction):
 
     name = "cholesky"
 
-    def __init__(self, S, *, what="covariance", eps=None):
+    def __init__(self, S, *, what="covariance", eps=None, scale=None):
         S = _sym(S)
         dg = np.diagonal(S, axis1=-2, axis2=-1)
         try:
             L = np.linalg.cholesky(S)
         except np.linalg.LinAlgError:
             l = np.linalg.eigvalsh(S)
-            self._singular(S, l[..., 0], l[..., -1], what, eps)
+            self._singular(S, l[..., 0], l[..., -1], what, eps, scale)
             raise
         Ld = np.diagonal(L, axis1=-2, axis2=-1)
         # singular for the relative test: some pivot negligible against the largest variance
         lmin = Ld.min(axis=-1) ** 2
         if not (lmin > S.shape[-1] * _EPS * dg.max(axis=-1)).all():
             l = np.linalg.eigvalsh(S)
-            self._singular(S, l[..., 0], l[..., -1], what, eps)
+            self._singular(S, l[..., 0], l[..., -1], what, eps, scale)
         self.L = L
         self.S = S
         self.W = K.lower_inverse(np.ascontiguousarray(L))
@@ -316,7 +321,7 @@ class IterNorm(MatrixFunction):
 
     name = "iter_norm"
 
-    def __init__(self, S, *, T=5, what="covariance", eps=None):
+    def __init__(self, S, *, T=5, what="covariance", eps=None, scale=None):
         S = _sym(S)
         tr = self._trace(S, what, eps)
         self.T = T
@@ -408,7 +413,7 @@ class IterNormSpectral(MatrixFunction):
 
     name = "iter_norm"
 
-    def __init__(self, S, *, T=5, what="covariance", eps=None):
+    def __init__(self, S, *, T=5, what="covariance", eps=None, scale=None):
         S = _sym(S)
         tr = IterNorm._trace(S, what, eps)
         self.T, self.tr = T, tr
@@ -446,13 +451,18 @@ METHODS = {"pca": PCA, "zca": ZCA, "cholesky": Cholesky, "iter_norm": IterNorm}
 EVALUATIONS = ("spectral", "newton")
 
 
-def whitening_matrix(S, method, *, T=5, evaluation="spectral", what="covariance", eps=None):
-    """The :class:`MatrixFunction` of ``method`` at the stacked SPD matrices ``S``."""
+def whitening_matrix(S, method, *, T=5, evaluation="spectral", what="covariance", eps=None,
+                     scale=None):
+    """The :class:`MatrixFunction` of ``method`` at the stacked SPD matrices ``S``.
+
+    ``scale`` (per block, optional): the factor by which ``S`` was divided
+    (power-of-two rescaling), used only to report true eigenvalues in errors.
+    """
     cls = METHODS[method]
     if cls is IterNorm:
         cls = IterNormSpectral if evaluation == "spectral" else IterNorm
-        return cls(S, T=T, what=what, eps=eps)
-    return cls(S, what=what, eps=eps)
+        return cls(S, T=T, what=what, eps=eps, scale=scale)
+    return cls(S, what=what, eps=eps, scale=scale)
 
 
 class FixedWhitening:
@@ -556,11 +566,14 @@ class Whitening(Plan):
             what = f"running covariance of {self.name}"
         # a block with NaN / inf data gets NaN output; the others are unaffected
         bad = ~np.isfinite(S).all(axis=(1, 2))
+        with np.errstate(over="ignore"):  # (a message-only factor: inf for 1e300 data is fine)
+            unscale = np.ldexp(1.0, 2 * self.k)
         if self.fixed is not None and self.fixed.estimate == "whitening":
             self.fn = _GivenMatrix(self.fixed.matrix)
         else:
             self.fn = whitening_matrix(np.where(bad[:, None, None], eye, S), self.method, T=self.T,
-                                       evaluation=self.evaluation, what=what, eps=self.eps)
+                                       evaluation=self.evaluation, what=what, eps=self.eps,
+                                       scale=unscale)
             if bad.any():
                 self.fn.W = np.where(bad[:, None, None], np.nan, self.fn.W)
         self.Xc = Xc

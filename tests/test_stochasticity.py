@@ -39,7 +39,7 @@ def test_snd_rejects_bad_batch_sizes():
 def test_stochasticity_and_conditioning_claims_pass():
     rows = S.stochasticity_claims()
     ids = {r.id for r in rows}
-    assert {"snd.zca_whitening.batch_size", "snd.iter_norm.group_size", "snd.iter_norm.T",
+    assert {"snd.zca_whitening.batch_size", "snd.cholesky_whitening.group_size", "snd.iter_norm.T",
             "conditioning.linear_unit.zca_whitening"} <= ids
     bad = [(r.id, r.predicted, r.measured) for r in rows if not r.passed]
     assert not bad, bad
