@@ -543,23 +543,28 @@ class Whitening(Plan):
         if self.fixed is None:
             Xc, mu = K.center_rows(X)
             self.mu = mu
-            # exact power-of-two rescaling per block (huge data must not overflow
-            # the covariance, tiny data not underflow it): Z = W(S_s) Xc_s with
-            # Xc_s = 2^-k Xc and S_s = 4^-k S, the same Z as W(S) Xc
+            # exact power-of-two rescaling of a block whose data would overflow
+            # the covariance (or underflow it): Z = W(S_s) Xc_s with Xc_s = 2^-k Xc
+            # and S_s = 4^-k S is the same Z as W(S) Xc.  Blocks with
+            # 2^-400 <= max|Xc| <= 2^400 (squares and sums far inside the
+            # float64 range) keep k = 0 and skip the scaling passes.
             amax = np.abs(Xc).max(axis=(1, 2), initial=0.0)
             k = np.frexp(np.where(np.isfinite(amax), amax, 1.0))[1]
             if self.eps > 0:
                 k = np.maximum(k, np.frexp(np.sqrt(self.eps))[1])
-            k = np.where(amax > 0, k, 0)
+            safe = (amax >= 2.0 ** -400) & (amax <= 2.0 ** 400)
+            k = np.where(safe | ~(amax > 0) | ~np.isfinite(amax), 0, k)
             self.k = k
-            Xc = np.ldexp(Xc, -k[:, None, None])
+            self.scaled = bool(k.any())
+            Xc = self._unscale(Xc, -1)
             G = K.gram(Xc) / v.m
             with np.errstate(over="ignore"):  # the covariance itself may overflow (huge data)
-                self.data_cov = np.ldexp(G, 2 * k[:, None, None])
+                self.data_cov = self._unscale(G, 2)
             S = G + np.ldexp(self.eps, -2 * k)[:, None, None] * eye
             what = f"covariance of {self.name}"
         else:
             self.k = np.zeros(v.B, dtype=np.int64)
+            self.scaled = False
             mu = v.channel_blocks(self.fixed.mean)[..., 0]
             Xc = X - mu[..., None]
             S = _sym(self.fixed.matrix) + self.eps * eye
@@ -589,12 +594,18 @@ class Whitening(Plan):
             self.on_forward(self)
         return y
 
+    def _unscale(self, a, power):
+        """``a * 2^(power k)`` per block (exact); ``a`` itself when no block is rescaled."""
+        if not self.scaled:
+            return a
+        return np.ldexp(a, power * self.k[:, None, None])
+
     # -- statistics for callers ---------------------------------------------
     def whitening_matrices(self):
         """The whitening matrix of every block, shape (B, d, d)."""
         if not hasattr(self, "fn"):
             self.forward()
-        return np.ldexp(self.fn.W, -self.k[:, None, None])
+        return self._unscale(self.fn.W, -1)
 
     def rounding_cond(self):
         """Sensitivity of the output to rounding: the largest block condition number."""
@@ -630,7 +641,7 @@ class Whitening(Plan):
         if self.fixed is None:
             dS = self.fn.vjp(dW)
             dXc = dXc + (2.0 / v.m) * (dS @ Xc)
-            dX = np.ldexp(dXc - dXc.mean(axis=-1, keepdims=True), -self.k[:, None, None])
+            dX = self._unscale(dXc - dXc.mean(axis=-1, keepdims=True), -1)
         else:
             dX = dXc
             grads[self.fixed.names[0]] = -dXc.sum(axis=-1).reshape(-1)
@@ -649,7 +660,7 @@ class Whitening(Plan):
         tX = t["input"]
         tXc = np.zeros_like(Xc) if tX is None else v.to_blocks(tX)
         if self.fixed is None:
-            tXc = np.ldexp(tXc - tXc.mean(axis=-1, keepdims=True), -self.k[:, None, None])
+            tXc = self._unscale(tXc - tXc.mean(axis=-1, keepdims=True), -1)
             tS = (tXc @ _T(Xc) + Xc @ _T(tXc)) / v.m
             tW = self.fn.jvp(tS)
         else:
