@@ -306,7 +306,7 @@ def run_theory(providers=None, out=print):
 
     for c in claims:
         tol = f"{c.tolerance:.2g}{' rel' if c.relative else ''}"
-        out(f"{c.id:<44}{fmt(c.predicted):>16}{fmt(c.measured):>16}{tol:>14}  "
+        out(f"{c.id:<44}{' ' + fmt(c.predicted):>16}{' ' + fmt(c.measured):>16}{tol:>14}  "
             f"{'ok' if c.passed else 'FAIL':<6}  {c.source}")
     failing = [c for c in claims if not c.passed]
     out("-" * len(head))
