@@ -278,6 +278,14 @@ def test_nan_stays_in_its_block_and_huge_data_does_not_overflow():
         np.testing.assert_allclose(a, b, rtol=1e-10, atol=1e-12)
 
 
+@pytest.mark.parametrize("shape", [(5, 0), (0, 3), (0, 3, 2)])
+def test_empty_inputs_give_empty_outputs_and_gradients(shape):
+    for name in ALL_BATCH:
+        y, pb = nr.vjp(_fn(name), np.zeros(shape))
+        assert y.shape == shape and pb(np.zeros(shape))[0].shape == shape
+    assert nr.group_whitening(np.zeros((0, 4)), 2).shape == (0, 4)
+
+
 def test_bad_input_names_the_argument():
     x = np.random.default_rng(13).standard_normal((6, 4))
     with pytest.raises(ValueError, match="group_size=3 must divide"):

@@ -56,7 +56,7 @@ def _recovery(weight, bias, C, B, d, allow_coloring):
 
 def _group_size(group_size, C):
     if group_size is None:
-        return C
+        return max(C, 1)  # (no channels: an empty output, one-channel blocks)
     g = positive_int("group_size", group_size)
     if C % g:
         raise ValueError(f"group_size={g} must divide the number of channels C={C}")
