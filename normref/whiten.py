@@ -148,6 +148,18 @@ class BlockView:
 # ---------------------------------------------------------------------------
 # whitening matrices W(Sigma) and their derivatives
 # ---------------------------------------------------------------------------
+def _gap_sensitivity(l):
+    """``max(1, l_max / min_{i != j} |l_i - l_j|)`` per block: how much an
+    eigenvector-based computation (an eigh-based second opinion) amplifies
+    rounding.  Used only to scale comparison tolerances."""
+    d = l.shape[-1]
+    if d < 2:
+        return np.ones(l.shape[:-1])
+    gap = np.where(np.eye(d, dtype=bool), np.inf, np.abs(l[..., None, :] - l[..., :, None]))
+    lmax = np.abs(l).max(axis=-1)
+    return np.maximum(1.0, lmax / np.maximum(gap.min(axis=(-1, -2)), 1e-300))
+
+
 class MatrixFunction:
     """W = f(Sigma) for a stack of SPD matrices (B, d, d), with JVP and VJP.
 
@@ -191,7 +203,7 @@ class ZCA(MatrixFunction):
         self.W = (D * r[..., None, :]) @ _T(D)
         # divided differences of l^{-1/2}, subtraction-free (exact limit on the diagonal)
         self.G = -(r[..., :, None] * r[..., None, :]) / (s[..., :, None] + s[..., None, :])
-        self.kappa = l[..., -1] / l[..., 0]
+        self.kappa = l[..., -1] / l[..., 0] * _gap_sensitivity(l)
 
     def _apply(self, A):
         D = self.D
@@ -423,7 +435,9 @@ class IterNormSpectral(MatrixFunction):
         p, dd = newton_schulz_map(lam, T)
         self.D, self.dd = D, dd
         self.W = (D * (p / np.sqrt(tr)[..., None])[..., None, :]) @ _T(D)
-        self.kappa = (1.0 + T) * np.ones(S.shape[0])
+        # rounding sensitivity, for tolerances: T steps, and the eigenvector
+        # sensitivity 1 / gap that an eigh-based second opinion carries
+        self.kappa = (1.0 + T) * _gap_sensitivity(lam)
 
     def _spectral(self, A):
         D = self.D
