@@ -78,19 +78,26 @@ def reference_jvp(f, x, t):
     """Forward-mode derivative of the reference ``f`` at ``x`` along ``t``.
 
     autograd's forward mode where it has the rules; otherwise (``eigh`` has
-    no JVP rule) the transpose of the reverse mode: the VJP ``u -> J^T u``
-    is linear in ``u``, and its own VJP (at any ``u``) with cotangent ``t`` is ``J t``.
+    no JVP rule) ``J t`` assembled row by row from reverse-mode VJPs of the
+    unit cotangents.
     """
     import autograd
 
     try:
         return autograd.make_jvp(f)(x)(t)[1]
     except NotImplementedError:
-        pullback = autograd.make_vjp(f)(x)[0]
-        # linearize the (linear) pullback at a nonzero cotangent: autograd's
-        # eigh rule skips its eigenvector term when that cotangent is zero
-        u0 = np.random.default_rng(0).standard_normal(np.shape(f(x)))
-        return autograd.make_vjp(pullback)(u0)[0](t)
+        # one reverse pass per output element: (J t)_i = <J^T e_i, t>.  (Not
+        # reverse-over-reverse: differentiating autograd's eigh rule again
+        # squares its 1 / (l_i - l_j) sensitivity.)
+        pullback, y = autograd.make_vjp(f)(x)
+        y = np.asarray(y)
+        out = np.empty(y.size)
+        e = np.zeros(y.size)
+        for i in range(y.size):
+            e[i] = 1.0
+            out[i] = float(np.sum(np.asarray(pullback(e.reshape(y.shape))) * t))
+            e[i] = 0.0
+        return out.reshape(y.shape)
 
 
 def reference_of(spec, case, i):

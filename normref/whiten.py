@@ -435,9 +435,10 @@ class IterNormSpectral(MatrixFunction):
         p, dd = newton_schulz_map(lam, T)
         self.D, self.dd = D, dd
         self.W = (D * (p / np.sqrt(tr)[..., None])[..., None, :]) @ _T(D)
-        # rounding sensitivity, for tolerances: T steps, and the eigenvector
-        # sensitivity 1 / gap that an eigh-based second opinion carries
-        self.kappa = (1.0 + T) * _gap_sensitivity(lam)
+        # rounding sensitivity, for tolerances: T steps of three-term products
+        # (4 (1 + T)), and the eigenvector sensitivity 1 / gap that an
+        # eigh-based second opinion carries
+        self.kappa = 4.0 * (1.0 + T) * _gap_sensitivity(lam)
 
     def _spectral(self, A):
         D = self.D
