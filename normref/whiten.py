@@ -203,7 +203,11 @@ class ZCA(MatrixFunction):
         self.W = (D * r[..., None, :]) @ _T(D)
         # divided differences of l^{-1/2}, subtraction-free (exact limit on the diagonal)
         self.G = -(r[..., :, None] * r[..., None, :]) / (s[..., :, None] + s[..., None, :])
-        self.kappa = l[..., -1] / l[..., 0] * _gap_sensitivity(l)
+
+    @property
+    def kappa(self):
+        l = self.l
+        return l[..., -1] / l[..., 0] * _gap_sensitivity(l)
 
     def _apply(self, A):
         D = self.D
@@ -240,8 +244,13 @@ class PCA(MatrixFunction):
         with np.errstate(divide="ignore"):
             F = np.where(self.degenerate | np.eye(d, dtype=bool), 0.0, 1.0 / np.where(gap == 0, 1.0, gap))
         self.F = F
-        mingap = np.where(self.degenerate | np.eye(d, dtype=bool), np.inf, np.abs(gap)).min(axis=(-1, -2))
-        self.kappa = l[..., 0] / l[..., -1] * np.where(np.isfinite(mingap), l[..., 0] / mingap, 1.0)
+        self._gap = np.where(self.degenerate | np.eye(d, dtype=bool), np.inf, np.abs(gap))
+
+    @property
+    def kappa(self):
+        l = self.l
+        mingap = self._gap.min(axis=(-1, -2))
+        return l[..., 0] / l[..., -1] * np.where(np.isfinite(mingap), l[..., 0] / mingap, 1.0)
 
     def _check(self, A):
         """The antisymmetric part of ``A`` on repeated-eigenvalue pairs must vanish."""
@@ -438,7 +447,11 @@ class IterNormSpectral(MatrixFunction):
         # rounding sensitivity, for tolerances: T steps of three-term products
         # (4 (1 + T)), and the eigenvector sensitivity 1 / gap that an
         # eigh-based second opinion carries
-        self.kappa = 4.0 * (1.0 + T) * _gap_sensitivity(lam)
+        self.lam = lam
+
+    @property
+    def kappa(self):
+        return 4.0 * (1.0 + self.T) * _gap_sensitivity(self.lam)
 
     def _spectral(self, A):
         D = self.D
