@@ -85,6 +85,8 @@ Cholesky; IterNorm only needs a positive trace.
 """
 from __future__ import annotations
 
+import abc
+
 import numpy as np
 
 from .kernels import whiten as K
@@ -160,9 +162,11 @@ def _gap_sensitivity(l):
     return np.maximum(1.0, lmax / np.maximum(gap.min(axis=(-1, -2)), 1e-300))
 
 
-class MatrixFunction:
+class MatrixFunction(abc.ABC):
     """W = f(Sigma) for a stack of SPD matrices (B, d, d), with JVP and VJP.
 
+    A subclass computes ``W`` at construction, ``__init__(S, *, what, eps,
+    scale)`` (``what``, ``eps`` and ``scale`` only shape error messages);
     ``jvp(dS)`` returns the tangent of W; ``vjp(dW)`` the (symmetric)
     cotangent of Sigma.  ``kappa`` is a per-block sensitivity (condition
     number) used to scale rounding tolerances.
@@ -170,8 +174,13 @@ class MatrixFunction:
 
     name = ""
 
-    def __init__(self, S, *, what="covariance", eps=None, scale=None):
-        raise NotImplementedError
+    @abc.abstractmethod
+    def jvp(self, dS):
+        """The tangent of W for a tangent ``dS`` of Sigma."""
+
+    @abc.abstractmethod
+    def vjp(self, dW):
+        """The symmetric cotangent of Sigma for a cotangent ``dW`` of W."""
 
     @staticmethod
     def _singular(S, lmin, lmax, what, eps, scale=None):
@@ -505,7 +514,7 @@ class FixedWhitening:
         self.names = names
 
 
-class _GivenMatrix:
+class _GivenMatrix(MatrixFunction):
     """A whitening matrix given directly (running average of whitening matrices)."""
 
     def __init__(self, W):

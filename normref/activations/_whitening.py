@@ -5,16 +5,18 @@ The operation itself (block view, whitening matrices, derivatives) is
 """
 from __future__ import annotations
 
+import functools
 import numbers
 
 import numpy as np
 
 from ..numerics import as_float64, as_optional_float64, check_finite_scalar
-from ..registry import Case
+from ..registry import Case, Spec, register
 from ..whiten import EVALUATIONS, METHODS, BlockView, FixedWhitening, Whitening
 from ._common import eps_value, input_array, positive_int
 
-__all__ = ["bind_batch_whitening", "bind_group_whitening", "batch_examples", "steps", "BATCH_CONVENTIONS"]
+__all__ = ["bind_batch_whitening", "bind_group_whitening", "register_batch_whitening",
+           "batch_examples", "steps", "BATCH_CONVENTIONS"]
 
 BATCH_CONVENTIONS = {
     "group_size": "channels whitened together; default all C (a 2-D (N, C) input whitens all C features)",
@@ -74,9 +76,10 @@ def _running_buffer(name, buf, shape):
     return buf
 
 
-def bind_batch_whitening(method, name, input, running_mean, running_cov, weight, bias, training,
-                         momentum, eps, *, group_size, T=5, evaluation="spectral",
-                         running_estimate="covariance", running_cov_unbiased=True):
+def bind_batch_whitening(method, name, input, running_mean=None, running_cov=None, weight=None,
+                         bias=None, training=True, momentum=0.1, eps=1e-5, *, group_size=None, T=5,
+                         evaluation="spectral", running_estimate="covariance",
+                         running_cov_unbiased=True):
     """The Plan of a batch-whitening call (pca / zca / cholesky / iter_norm)."""
     x = input_array(input, 2)
     C = x.shape[1]
@@ -144,6 +147,34 @@ def bind_group_whitening(input, num_groups, weight, bias, eps, *, T=5, method="i
     w, b = _recovery(weight, bias, C, view.B, G, False)
     return Whitening(x, view, method, eps=eps_value(eps), T=steps(T), evaluation=_evaluation(evaluation),
                      weight=w, bias=b, name="group_whitening")
+
+
+def register_batch_whitening(function, method, *, nop, citation, iterative=False):
+    """Register a batch-whitening normalizer: its Spec differs from its siblings'
+    only in the method, the NOP text and the paper (iter_norm adds ``T`` and
+    ``evaluation``)."""
+    from .. import reference
+
+    name = function.__name__
+    conventions = dict(BATCH_CONVENTIONS)
+    if iterative:
+        conventions["T"] = "Newton-Schulz steps, default 5"
+        conventions["evaluation"] = ("spectral (exact value of the iteration, default) | "
+                                     "newton (the matrix iteration)")
+    return register(Spec(
+        name=name,
+        function=function,
+        bind=functools.partial(bind_batch_whitening, method, name),
+        reference=getattr(reference, name),
+        family="activations",
+        nap="batch: (N, spatial) per channel group of group_size channels",
+        nop=nop,
+        nrr="affine per channel or coloring matrix per group",
+        citation=citation,
+        examples=functools.partial(batch_examples, T=5 if iterative else None),
+        conventions=conventions,
+        differentiable=("input", "weight", "bias", "running_mean", "running_cov"),
+    ))
 
 
 def batch_examples(rng, T=None):

@@ -1,20 +1,9 @@
 """Cholesky whitening of activations (Siarohin et al. 2019)."""
 from __future__ import annotations
 
-from .. import reference
-from ..registry import Spec, register
-from ._whitening import BATCH_CONVENTIONS, batch_examples, bind_batch_whitening
+from ._whitening import bind_batch_whitening, register_batch_whitening
 
 __all__ = ["cholesky_whitening"]
-
-
-def _bind(input, running_mean=None, running_cov=None, weight=None, bias=None, training=True,
-          momentum=0.1, eps=1e-5, *, group_size=None, running_estimate="covariance",
-          running_cov_unbiased=True):
-    return bind_batch_whitening("cholesky", "cholesky_whitening", input, running_mean, running_cov, weight, bias,
-                                training, momentum, eps, group_size=group_size,
-                                running_estimate=running_estimate,
-                                running_cov_unbiased=running_cov_unbiased)
 
 
 def cholesky_whitening(input, running_mean=None, running_cov=None, weight=None, bias=None, training=True,
@@ -57,22 +46,15 @@ def cholesky_whitening(input, running_mean=None, running_cov=None, weight=None, 
 
     Siarohin, Sangineto & Sebe 2019, Whitening and Coloring Batch Transform for GANs, ICLR, arXiv:1806.00420
     """
-    return _bind(input, running_mean, running_cov, weight, bias, training, momentum, eps,
-                 group_size=group_size, running_estimate=running_estimate,
-                 running_cov_unbiased=running_cov_unbiased).forward()
+    return bind_batch_whitening("cholesky", "cholesky_whitening",
+                                input, running_mean, running_cov, weight, bias,
+                                training, momentum, eps, group_size=group_size,
+                                running_estimate=running_estimate,
+                                running_cov_unbiased=running_cov_unbiased).forward()
 
 
-register(Spec(
-    name="cholesky_whitening",
-    function=cholesky_whitening,
-    bind=_bind,
-    reference=reference.cholesky_whitening,
-    family="activations",
-    nap="batch: (N, spatial) per channel group of group_size channels",
+register_batch_whitening(
+    cholesky_whitening, "cholesky",
     nop="whiten: Cholesky, W = L^-1",
-    nrr="affine per channel or coloring matrix per group",
     citation="Siarohin, Sangineto & Sebe 2019, Whitening and Coloring Batch Transform for GANs, ICLR, arXiv:1806.00420",
-    examples=lambda rng: batch_examples(rng),
-    conventions={**BATCH_CONVENTIONS},
-    differentiable=("input", "weight", "bias", "running_mean", "running_cov"),
-))
+)

@@ -1,20 +1,9 @@
 """IterNorm: whitening by Newton-Schulz iterations (Huang et al. 2019)."""
 from __future__ import annotations
 
-from .. import reference
-from ..registry import Spec, register
-from ._whitening import BATCH_CONVENTIONS, batch_examples, bind_batch_whitening
+from ._whitening import bind_batch_whitening, register_batch_whitening
 
 __all__ = ["iter_norm"]
-
-
-def _bind(input, running_mean=None, running_cov=None, weight=None, bias=None, training=True,
-          momentum=0.1, eps=1e-5, *, group_size=None, T=5, evaluation="spectral",
-          running_estimate="covariance", running_cov_unbiased=True):
-    return bind_batch_whitening("iter_norm", "iter_norm", input, running_mean, running_cov, weight, bias,
-                                training, momentum, eps, group_size=group_size, T=T, evaluation=evaluation,
-                                running_estimate=running_estimate,
-                                running_cov_unbiased=running_cov_unbiased)
 
 
 def iter_norm(input, running_mean=None, running_cov=None, weight=None, bias=None, training=True,
@@ -72,24 +61,18 @@ def iter_norm(input, running_mean=None, running_cov=None, weight=None, bias=None
 
     Huang, Zhou, Zhu, Liu & Shao 2019, Iterative Normalization: Beyond Standardization towards Efficient Whitening, CVPR, arXiv:1904.03441
     """
-    return _bind(input, running_mean, running_cov, weight, bias, training, momentum, eps,
-                 group_size=group_size, T=T, evaluation=evaluation,
-                 running_estimate=running_estimate,
-                 running_cov_unbiased=running_cov_unbiased).forward()
+    return bind_batch_whitening("iter_norm", "iter_norm",
+                                input, running_mean, running_cov, weight, bias,
+                                training, momentum, eps, group_size=group_size,
+                                T=T,
+                                evaluation=evaluation,
+                                running_estimate=running_estimate,
+                                running_cov_unbiased=running_cov_unbiased).forward()
 
 
-register(Spec(
-    name="iter_norm",
-    function=iter_norm,
-    bind=_bind,
-    reference=reference.iter_norm,
-    family="activations",
-    nap="batch: (N, spatial) per channel group of group_size channels",
+register_batch_whitening(
+    iter_norm, "iter_norm",
     nop="whiten: Newton-Schulz iterations on the trace-normalized covariance",
-    nrr="affine per channel or coloring matrix per group",
     citation="Huang, Zhou, Zhu, Liu & Shao 2019, Iterative Normalization: Beyond Standardization towards Efficient Whitening, CVPR, arXiv:1904.03441",
-    examples=lambda rng: batch_examples(rng, T=5),
-    conventions={**BATCH_CONVENTIONS, "T": "Newton-Schulz steps, default 5",
-                   "evaluation": "spectral (exact value of the iteration, default) | newton (the matrix iteration)"},
-    differentiable=("input", "weight", "bias", "running_mean", "running_cov"),
-))
+    iterative=True,
+)

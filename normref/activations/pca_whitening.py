@@ -1,20 +1,9 @@
 """PCA whitening of activations (Desjardins et al. 2015)."""
 from __future__ import annotations
 
-from .. import reference
-from ..registry import Spec, register
-from ._whitening import BATCH_CONVENTIONS, batch_examples, bind_batch_whitening
+from ._whitening import bind_batch_whitening, register_batch_whitening
 
 __all__ = ["pca_whitening"]
-
-
-def _bind(input, running_mean=None, running_cov=None, weight=None, bias=None, training=True,
-          momentum=0.1, eps=1e-5, *, group_size=None, running_estimate="covariance",
-          running_cov_unbiased=True):
-    return bind_batch_whitening("pca", "pca_whitening", input, running_mean, running_cov, weight, bias,
-                                training, momentum, eps, group_size=group_size,
-                                running_estimate=running_estimate,
-                                running_cov_unbiased=running_cov_unbiased)
 
 
 def pca_whitening(input, running_mean=None, running_cov=None, weight=None, bias=None, training=True,
@@ -62,22 +51,15 @@ def pca_whitening(input, running_mean=None, running_cov=None, weight=None, bias=
 
     Desjardins et al. 2015, Natural Neural Networks, NeurIPS, arXiv:1507.00210
     """
-    return _bind(input, running_mean, running_cov, weight, bias, training, momentum, eps,
-                 group_size=group_size, running_estimate=running_estimate,
-                 running_cov_unbiased=running_cov_unbiased).forward()
+    return bind_batch_whitening("pca", "pca_whitening",
+                                input, running_mean, running_cov, weight, bias,
+                                training, momentum, eps, group_size=group_size,
+                                running_estimate=running_estimate,
+                                running_cov_unbiased=running_cov_unbiased).forward()
 
 
-register(Spec(
-    name="pca_whitening",
-    function=pca_whitening,
-    bind=_bind,
-    reference=reference.pca_whitening,
-    family="activations",
-    nap="batch: (N, spatial) per channel group of group_size channels",
+register_batch_whitening(
+    pca_whitening, "pca",
     nop="whiten: PCA, W = Lambda^-1/2 D^T",
-    nrr="affine per channel or coloring matrix per group",
     citation="Desjardins et al. 2015, Natural Neural Networks, NeurIPS, arXiv:1507.00210",
-    examples=lambda rng: batch_examples(rng),
-    conventions={**BATCH_CONVENTIONS},
-    differentiable=("input", "weight", "bias", "running_mean", "running_cov"),
-))
+)

@@ -1,20 +1,9 @@
 """ZCA whitening: decorrelated batch normalization (Huang et al. 2018)."""
 from __future__ import annotations
 
-from .. import reference
-from ..registry import Spec, register
-from ._whitening import BATCH_CONVENTIONS, batch_examples, bind_batch_whitening
+from ._whitening import bind_batch_whitening, register_batch_whitening
 
 __all__ = ["zca_whitening"]
-
-
-def _bind(input, running_mean=None, running_cov=None, weight=None, bias=None, training=True,
-          momentum=0.1, eps=1e-5, *, group_size=None, running_estimate="covariance",
-          running_cov_unbiased=True):
-    return bind_batch_whitening("zca", "zca_whitening", input, running_mean, running_cov, weight, bias,
-                                training, momentum, eps, group_size=group_size,
-                                running_estimate=running_estimate,
-                                running_cov_unbiased=running_cov_unbiased)
 
 
 def zca_whitening(input, running_mean=None, running_cov=None, weight=None, bias=None, training=True,
@@ -60,22 +49,15 @@ def zca_whitening(input, running_mean=None, running_cov=None, weight=None, bias=
 
     Huang, Yang, Lang & Deng 2018, Decorrelated Batch Normalization, CVPR, arXiv:1804.08450
     """
-    return _bind(input, running_mean, running_cov, weight, bias, training, momentum, eps,
-                 group_size=group_size, running_estimate=running_estimate,
-                 running_cov_unbiased=running_cov_unbiased).forward()
+    return bind_batch_whitening("zca", "zca_whitening",
+                                input, running_mean, running_cov, weight, bias,
+                                training, momentum, eps, group_size=group_size,
+                                running_estimate=running_estimate,
+                                running_cov_unbiased=running_cov_unbiased).forward()
 
 
-register(Spec(
-    name="zca_whitening",
-    function=zca_whitening,
-    bind=_bind,
-    reference=reference.zca_whitening,
-    family="activations",
-    nap="batch: (N, spatial) per channel group of group_size channels",
+register_batch_whitening(
+    zca_whitening, "zca",
     nop="whiten: ZCA, W = D Lambda^-1/2 D^T",
-    nrr="affine per channel or coloring matrix per group",
     citation="Huang, Yang, Lang & Deng 2018, Decorrelated Batch Normalization, CVPR, arXiv:1804.08450",
-    examples=lambda rng: batch_examples(rng),
-    conventions={**BATCH_CONVENTIONS},
-    differentiable=("input", "weight", "bias", "running_mean", "running_cov"),
-))
+)
