@@ -16,7 +16,7 @@ from ..whiten import EVALUATIONS, METHODS, BlockView, FixedWhitening, Whitening
 from ._common import eps_value, input_array, positive_int
 
 __all__ = ["bind_batch_whitening", "bind_group_whitening", "register_batch_whitening",
-           "batch_examples", "steps", "BATCH_CONVENTIONS"]
+           "batch_examples", "steps", "BATCH_CONVENTIONS", "BATCH_DOC"]
 
 BATCH_CONVENTIONS = {
     "group_size": "channels whitened together; default all C (a 2-D (N, C) input whitens all C features)",
@@ -26,6 +26,32 @@ BATCH_CONVENTIONS = {
     "momentum": "PyTorch direction: new = (1 - m) old + m batch",
     "eps": "added to the covariance diagonal: Sigma = Xc Xc^T / m + eps I",
 }
+
+
+#: the part of every batch-whitening docstring that the four methods share
+#: (appended to each function's own docstring by :func:`register_batch_whitening`)
+BATCH_DOC = r"""
+    Recovery: ``weight`` of shape (C,) scales each channel, or of shape
+    (C/group_size, group_size, group_size) colors each group
+    (:math:`Y = \Gamma \hat X`, Siarohin et al. 2019); ``bias`` (C,) shifts.
+
+    Training (default, ``training=True``: there is no PyTorch op to mirror and
+    whitening is mostly used with batch statistics): ``running_mean`` (C,)
+    and ``running_cov`` (C/group_size, group_size, group_size), if given,
+    are updated in place, ``new = (1 - momentum) old + momentum batch``,
+    with the unbiased data covariance :math:`X_c X_c^\top/(m-1)` (eps not
+    included) -- or, with ``running_estimate="whitening"``, the batch
+    whitening matrix itself.  Eval (``training=False``): the whitening
+    matrix is recomputed from ``running_cov + eps I`` (Huang et al. 2020's
+    recommendation) or, with ``running_estimate="whitening"``, taken as
+    ``running_cov``; the running estimates are then differentiable
+    arguments (``running_cov`` through its symmetric part).  Training with
+    one observation per channel raises ValueError, as batch norm does.
+
+    Numerics: corrected two-pass means, covariance from the centred data
+    (exact power-of-two rescaling where it could overflow or underflow), eps
+    on the covariance diagonal, float64.
+"""
 
 
 def steps(T):
@@ -156,6 +182,7 @@ def register_batch_whitening(function, method, *, nop, citation, iterative=False
     from .. import reference
 
     name = function.__name__
+    function.__doc__ = function.__doc__.rstrip() + "\n" + BATCH_DOC
     conventions = dict(BATCH_CONVENTIONS)
     if iterative:
         conventions["T"] = "Newton-Schulz steps, default 5"

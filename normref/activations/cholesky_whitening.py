@@ -21,28 +21,13 @@ def cholesky_whitening(input, running_mean=None, running_cov=None, weight=None, 
         \Sigma = \tfrac1m X_c X_c^\top + \epsilon I = D \Lambda D^\top, \qquad
         \Sigma = L L^\top, \qquad \hat X = L^{-1} X_c
 
-    then the recovery: ``weight`` of shape (C,) scales each channel, or of
-    shape (C/group_size, group_size, group_size) colors each group
-    (:math:`Y = \Gamma \hat X`, Siarohin et al. 2019); ``bias`` (C,) shifts.
+    With ``eps=0`` a singular covariance raises ValueError.  Derivatives
+    (exact, :mod:`normref.whiten`): through the Cholesky factor, with Phi the
+    lower triangle and halved diagonal.
 
-    Training (default, ``training=True``: there is no PyTorch op to mirror and
-    whitening is mostly used with batch statistics): ``running_mean`` (C,)
-    and ``running_cov`` (C/group_size, group_size, group_size), if given,
-    are updated in place, ``new = (1 - momentum) old + momentum batch``,
-    with the unbiased data covariance :math:`X_c X_c^\top/(m-1)` (eps not
-    included) -- or, with ``running_estimate="whitening"``, the batch
-    whitening matrix itself.  Eval (``training=False``): the whitening
-    matrix is recomputed from ``running_cov + eps I`` (Huang et al. 2020's
-    recommendation) or, with ``running_estimate="whitening"``, taken as
-    ``running_cov``; the running estimates are then differentiable
-    arguments (``running_cov`` through its symmetric part).
-
-    Training with one observation per channel raises ValueError, as batch
-    norm does; with ``eps=0`` a singular covariance raises ValueError.
-
-    Numerics: corrected two-pass means, covariance from the centred data,
-    eps on the covariance diagonal, float64.  Derivatives are exact: see
-    :mod:`normref.whiten` (the Cholesky factor's derivative, Phi = lower triangle, halved diagonal).
+    Recovery, running estimates, eval mode and numerics are shared by the
+    batch-whitening family (appended below from
+    :data:`normref.activations._whitening.BATCH_DOC`).
 
     Siarohin, Sangineto & Sebe 2019, Whitening and Coloring Batch Transform for GANs, ICLR, arXiv:1806.00420
     """

@@ -21,10 +21,6 @@ def iter_norm(input, running_mean=None, running_cov=None, weight=None, bias=None
         \Sigma = \tfrac1m X_c X_c^\top + \epsilon I = D \Lambda D^\top, \qquad
         \Sigma_N = \Sigma / \mathrm{tr}\,\Sigma, \quad P_0 = I, \quad P_{k+1} = \tfrac12 (3 P_k - P_k^3 \Sigma_N), \quad \hat X = \frac{P_T}{\sqrt{\mathrm{tr}\,\Sigma}} X_c
 
-    then the recovery: ``weight`` of shape (C,) scales each channel, or of
-    shape (C/group_size, group_size, group_size) colors each group
-    (:math:`Y = \Gamma \hat X`, Siarohin et al. 2019); ``bias`` (C,) shifts.
-
     An eigenvalue :math:`\lambda` of :math:`\Sigma_N` becomes
     :math:`\lambda p_T(\lambda)^2 \le 1` in the whitened covariance
     (:math:`p_0 = 1, p_{k+1} = (3p_k - \lambda p_k^3)/2`), which tends to 1
@@ -40,24 +36,14 @@ def iter_norm(input, running_mean=None, running_cov=None, weight=None, bias=None
     of the iterates with :math:`\Sigma_N`, and the uncoupled Newton
     iteration amplifies it).
 
-    Training (default, ``training=True``: there is no PyTorch op to mirror and
-    whitening is mostly used with batch statistics): ``running_mean`` (C,)
-    and ``running_cov`` (C/group_size, group_size, group_size), if given,
-    are updated in place, ``new = (1 - momentum) old + momentum batch``,
-    with the unbiased data covariance :math:`X_c X_c^\top/(m-1)` (eps not
-    included) -- or, with ``running_estimate="whitening"``, the batch
-    whitening matrix itself.  Eval (``training=False``): the whitening
-    matrix is recomputed from ``running_cov + eps I`` (Huang et al. 2020's
-    recommendation) or, with ``running_estimate="whitening"``, taken as
-    ``running_cov``; the running estimates are then differentiable
-    arguments (``running_cov`` through its symmetric part).
+    With ``eps=0`` only a zero trace raises ValueError (IterNorm never
+    inverts).  Derivatives (exact, :mod:`normref.whiten`): divided
+    differences of p_T (spectral), or forward and reverse sweeps through the
+    T steps and the trace (newton).
 
-    Training with one observation per channel raises ValueError, as batch
-    norm does; with ``eps=0`` a singular covariance raises ValueError only when its trace is zero (IterNorm never inverts).
-
-    Numerics: corrected two-pass means, covariance from the centred data,
-    eps on the covariance diagonal, float64.  Derivatives are exact: see
-    :mod:`normref.whiten` (forward and reverse sweeps through the T steps and the trace).
+    Recovery, running estimates, eval mode and numerics are shared by the
+    batch-whitening family (appended below from
+    :data:`normref.activations._whitening.BATCH_DOC`).
 
     Huang, Zhou, Zhu, Liu & Shao 2019, Iterative Normalization: Beyond Standardization towards Efficient Whitening, CVPR, arXiv:1904.03441
     """
