@@ -16,6 +16,11 @@ All timed round-robin in the same run with the same thread count; the
 of issue 5 is a ratio below 1 on every row; the script reports it and exits
 0 whatever the timings (no timing assertions anywhere).
 
+First a short accuracy table: ulps of the largest output from a 40-digit
+mpmath reference (exact mean and covariance of the float64 input, ``eigsy``
+/ ``cholesky``, IterNorm as p_T on the eigenvalues) for ZCA, Cholesky and
+IterNorm at offsets 0, 1e4 and 1e8, next to a textbook NumPy ZCA.
+
 Run: ``python benchmarks/whitening.py [--quick] [--threads 2]``
 """
 from __future__ import annotations
@@ -94,6 +99,70 @@ def torch_forward(torch, method, x, g):
     return Z.reshape(C // g, g, N, S_).permute(2, 0, 1, 3).reshape(x.shape)
 
 
+# --------------------------------------------------------------------------
+# accuracy: ulps from a 40-digit mpmath reference
+# --------------------------------------------------------------------------
+
+def mp_whiten(x, method, eps, T=T_STEPS):
+    """The whitened (N, d) data at 40 digits: exact mean and covariance of the
+    float64 input, mpmath ``eigsy`` / ``cholesky``, IterNorm as p_T on the
+    eigenvalues (its exact value)."""
+    import mpmath as mp
+
+    with mp.workdps(40):
+        N, d = x.shape
+        X = mp.matrix([[mp.mpf(float(v)) for v in row] for row in x.T])
+        Xc = mp.matrix(d, N)
+        for i in range(d):
+            mu = mp.fsum(X[i, j] for j in range(N)) / N
+            for j in range(N):
+                Xc[i, j] = X[i, j] - mu
+        S = (Xc * Xc.T) / N + mp.eye(d) * mp.mpf(eps)
+        if method == "cholesky_whitening":
+            W = mp.inverse(mp.cholesky(S))
+        else:
+            E, Q = mp.eigsy(S)
+            if method == "zca_whitening":
+                g = [1 / mp.sqrt(E[i]) for i in range(d)]
+            else:
+                tr = mp.fsum(S[i, i] for i in range(d))
+                g = []
+                for i in range(d):
+                    lam, p = E[i] / tr, mp.mpf(1)
+                    for _ in range(T):
+                        p = (3 * p - lam * p ** 3) / 2
+                    g.append(p / mp.sqrt(tr))
+            W = Q * mp.diag(g) * Q.T
+        Z = W * Xc
+        return np.array([[float(Z[i, j]) for i in range(d)] for j in range(N)])
+
+
+def ulps(y, exact):
+    """Worst error in ulps of the largest exact output (the scale of the result)."""
+    return float(np.max(np.abs(y - exact)) / np.spacing(np.abs(exact).max()))
+
+
+def accuracy(quick=False):
+    import normref
+
+    N, d = (24, 4) if quick else (60, 8)
+    rng = np.random.default_rng(0)
+    base = rng.standard_normal((N, d)) @ (np.eye(d) + 0.3 * rng.standard_normal((d, d)))
+    print(f"accuracy: ulps of the largest output from a 40-digit reference, ({N}, {d}) data, eps={EPS}")
+    head = f"{'offset':>8} | {'zca':>8} {'cholesky':>9} {'iter_norm':>9} | {'numpy zca':>10}"
+    print(head)
+    print("-" * len(head))
+    for off in (0.0, 1e4, 1e8):
+        x = base + off
+        cells = []
+        for m in ("zca_whitening", "cholesky_whitening", "iter_norm"):
+            cells.append(ulps(getattr(normref, m)(x, eps=EPS), mp_whiten(x, m, EPS)))
+        npz = numpy_forward("zca_whitening", x[:, :, None], d)[0].T
+        cells.append(ulps(npz, mp_whiten(x, "zca_whitening", EPS)))
+        print(f"{off:>8g} | {cells[0]:>8.1f} {cells[1]:>9.1f} {cells[2]:>9.1f} | {cells[3]:>10.3g}")
+    print("-" * len(head))
+
+
 def bench(shapes, repeats, budget, threads):
     import normref
 
@@ -161,6 +230,7 @@ def main(argv=None):
     args = ap.parse_args(argv)
     shapes = QUICK if args.quick else FULL
     repeats = args.repeats or (3 if args.quick else 9)
+    accuracy(quick=args.quick)
     bench(shapes, repeats, 0.5 if args.quick else 5.0, args.threads)
     return 0
 

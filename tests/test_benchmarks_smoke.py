@@ -142,7 +142,7 @@ def test_whitening_quick_runs_and_prints_table():
         capture_output=True, text=True, timeout=600, cwd=ROOT,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
-    for head in ("normref ms", "torch ms", "numpy fwd ms", "normref/torch",
+    for head in ("normref ms", "torch ms", "numpy fwd ms", "normref/torch", "40-digit reference",
                  "pca_whitening", "zca_whitening", "cholesky_whitening", "iter_norm"):
         assert head in proc.stdout, head
 

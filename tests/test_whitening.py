@@ -286,6 +286,21 @@ def test_empty_inputs_give_empty_outputs_and_gradients(shape):
     assert nr.group_whitening(np.zeros((0, 4)), 2).shape == (0, 4)
 
 
+@pytest.mark.parametrize("name", ALL_BATCH + ("group_whitening",))
+def test_a_large_offset_costs_no_accuracy(name):
+    # data on a 2^-10 grid: exact in float64 at offset 1e8 too, so both calls
+    # see the same centred values; a mean whose rounding error were added back
+    # to the mean (not subtracted from x - mean) would cost ~1e7 ulps here
+    rng = np.random.default_rng(14)
+    x = np.round(_correlated(rng, 60, 8) * 1024) / 1024  # 60 cases: an inexact mean
+    f = _fn(name)
+    args = (x, 2) if name == "group_whitening" else (x,)
+    y0 = f(*args, eps=1e-5)
+    y8 = f(*((x + 1e8,) + args[1:]), eps=1e-5)
+    np.testing.assert_array_equal(x + 1e8 - 1e8, x)
+    assert np.abs(y8 - y0).max() <= 1e-12 * np.abs(y0).max()
+
+
 def test_bad_input_names_the_argument():
     x = np.random.default_rng(13).standard_normal((6, 4))
     with pytest.raises(ValueError, match="group_size=3 must divide"):

@@ -41,14 +41,15 @@ def _center_rows(X, Xc, mu):
         i = k - b * d
         row = X[b, i]
         mean = _neumaier_mean(row)
-        # corrected two pass: the residual mean of x - mean is folded back in
-        r = 0.0
-        for j in range(m):
-            r += row[j] - mean
-        mean = mean + r / m
+        # corrected two pass: d = x - mean is exact near the mean (Sterbenz);
+        # the residual mean of d (the mean's own rounding error) is subtracted
+        # from d, not added to the mean, where it would be rounded away
         for j in range(m):
             Xc[b, i, j] = row[j] - mean
-        mu[b, i] = mean
+        r = _neumaier_mean(Xc[b, i])
+        for j in range(m):
+            Xc[b, i, j] = Xc[b, i, j] - r
+        mu[b, i] = mean + r
 
 
 def center_rows(X):
