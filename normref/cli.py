@@ -4,12 +4,116 @@
 (expected failures listed in known_discrepancies.json and unexpected passes
 are reported, not fatal); 1 on unexpected failures or errors; 2 when a target
 cannot be loaded.
+
+Every user error -- an unknown normalizer, a negative seed, an output path
+that cannot be written, a malformed option -- exits with status 2 and one
+line on stderr naming the argument, the value received and what was
+expected, before any long work starts; so does an OSError while writing
+(disk full, permission denied).
 """
 from __future__ import annotations
 
 import argparse
+import os
 import sys
+import tempfile
 
+
+class UsageError(Exception):
+    """A user error: :func:`main` prints its one-line message and returns 2."""
+
+    def __init__(self, message, prog=None):
+        super().__init__(message)
+        self.prog = prog
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse with its errors as :class:`UsageError` (one line, no usage block)."""
+
+    def error(self, message):
+        raise UsageError(f"{message} (see {self.prog} --help)", prog=self.prog)
+
+
+# -- validation helpers: one per kind of argument, shared by the subcommands --
+
+def _seed(text):
+    """argparse type of ``--seed``: a non-negative integer."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"invalid seed {text!r}: expected a non-negative integer")
+    return value
+
+
+def _names(names, known, arg):
+    """``names`` without repeats (order kept), None for "all"; UsageError naming unknown ones."""
+    if not names:
+        return None
+    unknown = [n for n in names if n not in known]
+    if unknown:
+        raise UsageError(f"{arg}: no normalizer named {', '.join(map(repr, unknown))}; "
+                         f"expected one of: {', '.join(sorted(known))}")
+    return list(dict.fromkeys(names))
+
+
+def _catalogued():
+    """The normalizers the conformance catalogue has cases for (what conform / export take)."""
+    from .registry import REGISTRY
+    from .testing import conformance
+
+    return [n for n in sorted(REGISTRY) if n in conformance._ALL]
+
+
+def _probe_dir(directory, arg, path):
+    """UsageError unless a file can be created in ``directory`` (the probe leaves nothing)."""
+    try:
+        with tempfile.TemporaryFile(dir=directory):
+            pass
+    except OSError as e:
+        raise UsageError(f"{arg} {path!r}: cannot write in directory {directory!r} "
+                         f"({e.strerror or e})") from None
+
+
+def _writable_file(path, arg):
+    """UsageError unless ``path`` can be written as a file, checked without creating it.
+
+    It must not be a directory, and its directory must exist and be writable
+    (an existing file must be writable itself).
+    """
+    if path is None:
+        return
+    if not path:
+        raise UsageError(f"{arg}: an empty path; expected a file name")
+    if os.path.isdir(path):
+        raise UsageError(f"{arg} {path!r} is a directory; expected a file name")
+    parent = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(parent):
+        what = "is not a directory" if os.path.exists(parent) else "does not exist"
+        raise UsageError(f"{arg} {path!r}: its directory {parent!r} {what}")
+    if os.path.exists(path):
+        if not os.access(path, os.W_OK):
+            raise UsageError(f"{arg} {path!r}: the existing file is not writable")
+    else:
+        _probe_dir(parent, arg, path)
+
+
+def _output_dir(path, arg):
+    """UsageError unless ``path`` is (or can be created as) a writable directory."""
+    if not path:
+        raise UsageError(f"{arg}: an empty path; expected a directory")
+    if os.path.exists(path) and not os.path.isdir(path):
+        raise UsageError(f"{arg} {path!r} is an existing file; expected a directory")
+    existing = os.path.abspath(path)
+    while not os.path.exists(existing):
+        existing = os.path.dirname(existing)
+    if not os.path.isdir(existing):
+        raise UsageError(f"{arg} {path!r}: {existing!r} is a file, not a directory")
+    _probe_dir(existing, arg, path)
+
+
+# -- subcommands ---------------------------------------------------------------
 
 def _cmd_list(args):
     from .registry import REGISTRY
@@ -24,13 +128,26 @@ def _cmd_list(args):
 
 
 def _cmd_check(args):
+    """Check the named normalizers (all by default) and, without names or with
+    ``--theory``, the theory claims.
+
+    Validates first: the names against the registry, ``--json`` writable
+    (and only given when the theory claims run: they are what it writes).
+    ``--seed`` is checked by argparse (a non-negative integer).
+    """
     import json
 
     from .check import run, run_theory
+    from .registry import REGISTRY
 
-    failures = run(args.names or None, seed=args.seed)
+    if args.json and args.names and not args.theory:
+        raise UsageError(f"--json {args.json!r} writes the theory claims: add --theory when "
+                         "naming normalizers")
+    _writable_file(args.json, "--json")
+    names = _names(args.names, REGISTRY, "names")
+    failures = run(names, seed=args.seed)
     failing = []
-    if not args.names or args.theory:
+    if not names or args.theory:
         claims, failing = run_theory()
         if args.json:
             with open(args.json, "w") as f:
@@ -53,26 +170,32 @@ def _cmd_info(args):
 
 
 def _cmd_conform(args):
-    """Run the conformance kit against each --target; exit 1 on unexpected failures."""
+    """Run the conformance kit against each --target; exit 1 on unexpected failures.
+
+    Validates first: ``--json`` writable, ``--names`` against the catalogue,
+    every target loadable and running ``--dtype``.
+    """
     import json
 
     from .testing.adapters import get_adapter
     from .testing.conformance import catalogue, format_table, results_json, run_conformance
 
-    try:
-        cases = catalogue(args.names or None)
-    except ValueError as e:
-        print(f"conform: {e}", file=sys.stderr)
-        return 2
+    _writable_file(args.json, "--json")
+    cases = catalogue(_names(args.names, _catalogued(), "--names"))
     targets = list(dict.fromkeys(args.target))
-    results = []
+    adapters = []
     for target in targets:
         try:
             adapter = get_adapter(target)
         except (ImportError, ValueError) as e:
-            print(f"conform: {e}", file=sys.stderr)
-            return 2
-        dtypes = [args.dtype] if args.dtype else None
+            raise UsageError(f"--target {target}: {e}") from None
+        if args.dtype and args.dtype not in adapter.dtypes:
+            raise UsageError(f"--dtype {args.dtype}: the {target} adapter runs "
+                             f"{', '.join(adapter.dtypes)}")
+        adapters.append(adapter)
+    dtypes = [args.dtype] if args.dtype else None
+    results = []
+    for target, adapter in zip(targets, adapters):
         print(f"conform: {target}: {len(cases)} cases, dtypes "
               f"{', '.join(d for d in adapter.dtypes if dtypes is None or d in dtypes)}",
               file=sys.stderr)
@@ -94,19 +217,44 @@ def _cmd_conform(args):
     return 1 if unexpected else 0
 
 
-def main(argv=None):
-    parser = argparse.ArgumentParser(prog="python -m normref", description=__doc__)
+def _cmd_export(args):
+    """Write the golden corpus (:func:`normref.export.export_corpus`).
+
+    Validates first: ``--names`` against the catalogue, ``--out`` a writable
+    directory (or creatable), and a previous ``index.json`` in it readable
+    (the files it lists are replaced); ``--dtype`` (at least one, from
+    :data:`normref.export.DTYPES`) is checked by argparse.
+    """
+    from .export import export_corpus, previous_export
+
+    names = _names(args.names, _catalogued(), "--names")
+    _output_dir(args.out, "--out")
+    try:
+        previous_export(args.out)
+    except ValueError as e:
+        raise UsageError(f"--out {args.out!r}: {e}") from None
+    paths = export_corpus(args.out, names=names, dtypes=tuple(dict.fromkeys(args.dtype)),
+                          progress=not args.quiet)
+    n = sum(p.endswith(".npz") for p in paths)
+    print(f"wrote {n} cases ({len(paths)} files) to {args.out}")
+    return 0
+
+
+def _parser():
+    from .export import DTYPES as EXPORT_DTYPES
+
+    parser = _Parser(prog="python -m normref", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
     p = sub.add_parser("list", help="the registered normalizers and their taxonomy")
     p.set_defaults(fn=_cmd_list)
     p = sub.add_parser("check", help="verify forward, VJP, JVP and Jacobians of every normalizer")
     p.add_argument("names", nargs="*", help="normalizers to check (default: all)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=_seed, default=0, help="a non-negative integer (default: 0)")
     p.add_argument("--theory", action="store_true",
                    help="also run the theory claims when normalizers are named (always run otherwise)")
     p.add_argument("--json", metavar="FILE",
                    help="write the theory claims as JSON objects (id, claim, source, predicted, "
-                        "measured, tolerance, passed)")
+                        "measured, tolerance, passed); with names, needs --theory")
     p.set_defaults(fn=_cmd_check)
     p = sub.add_parser("conform", help="judge a framework's normalizers against normref")
     p.add_argument("--target", action="append", required=True,
@@ -120,20 +268,44 @@ def main(argv=None):
     p.set_defaults(fn=_cmd_conform)
     p = sub.add_parser("info", help="versions and threads")
     p.set_defaults(fn=_cmd_info)
-    from .export import DTYPES as _EXPORT_DTYPES, cli_command as _cmd_export
-
     p = sub.add_parser("export", help="write the golden corpus: per case an .npz of inputs, "
                        "outputs, cotangents and VJPs plus JSON metadata")
-    p.add_argument("--out", required=True, metavar="DIR", help="output directory")
-    p.add_argument("--names", nargs="*", default=None, help="normalizers (default: all)")
-    p.add_argument("--dtype", nargs="*", default=["float64", "float32"],
-                   choices=_EXPORT_DTYPES, help="target dtypes (default: float64 float32)")
+    p.add_argument("--out", required=True, metavar="DIR",
+                   help="output directory (the files a previous export there lists are replaced)")
+    p.add_argument("--names", nargs="+", metavar="NAME", default=None,
+                   help="normalizers (default: all)")
+    p.add_argument("--dtype", nargs="+", default=["float64", "float32"], choices=EXPORT_DTYPES,
+                   help="target dtypes (default: float64 float32)")
     p.add_argument("--quiet", action="store_true", help="no progress line")
     p.set_defaults(fn=_cmd_export)
-    args = parser.parse_args(argv)
-    import normref  # noqa: F401  (registers every normalizer)
+    return parser
 
-    return args.fn(args)
+
+def _error(prog, message):
+    print(f"{prog}: error: {' '.join(str(message).split())}", file=sys.stderr)
+    return 2
+
+
+def main(argv=None):
+    """Run one subcommand; return its exit status (2 on a user error, see the module doc).
+
+    Only user and environment errors are caught: :class:`UsageError` (argparse
+    and the validation helpers) and OSError (reading or writing files);
+    anything else is a bug and propagates.
+    """
+    parser = _parser()
+    prog = parser.prog
+    try:
+        args = parser.parse_args(argv)
+        prog = f"{parser.prog} {args.command}"
+        import normref  # noqa: F401  (registers every normalizer)
+
+        return args.fn(args)
+    except UsageError as e:
+        return _error(e.prog or prog, e)
+    except OSError as e:
+        where = f"{e.filename}: " if e.filename else ""
+        return _error(prog, f"{where}{e.strerror or e}")
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -51,6 +51,11 @@ no files; ``index.json`` lists them under ``"raises"`` with the error, since
 "this call must fail" is part of the ground truth too.  A case whose inputs
 do not survive rounding to a target dtype (``1e300`` in float32, float64
 subnormals in float32) is listed under ``"skipped"`` for that dtype.
+
+Exporting into a directory that holds a previous export first removes the
+files that export's ``index.json`` lists (and the index itself), nothing
+else: the directory then holds exactly the new corpus (plus any unrelated
+files), never stale cases of normalizers or dtypes no longer exported.
 """
 from __future__ import annotations
 
@@ -62,7 +67,7 @@ import warnings
 
 import numpy as np
 
-__all__ = ["export_corpus", "case_filename"]
+__all__ = ["export_corpus", "case_filename", "previous_export"]
 
 DTYPES = ("float64", "float32", "float16")
 
@@ -181,31 +186,80 @@ def export_case(case, dtype, out_dir):
     return stem + ".npz", stem + ".json"
 
 
+def previous_export(out_dir):
+    """The files of a previous export in ``out_dir``: those its ``index.json`` lists, then it.
+
+    ``[]`` when ``out_dir`` holds no ``index.json``.  ValueError when the
+    index is not one :func:`export_corpus` writes (not JSON, no list of case
+    entries, or an entry whose ``npz`` / ``json`` is not a plain ``.npz`` /
+    ``.json`` file name in ``out_dir``): then nothing should be removed.
+    """
+    ip = os.path.join(out_dir, "index.json")
+    if not os.path.lexists(ip):
+        return []
+    try:
+        with open(ip, encoding="utf-8") as fh:
+            index = json.load(fh)
+    except ValueError as e:
+        raise ValueError(f"{ip} is not a corpus index (invalid JSON: {e}); "
+                         "remove it or choose another directory") from None
+    entries = index.get("cases") if isinstance(index, dict) else None
+    if not isinstance(entries, list) or not all(isinstance(e, dict) for e in entries):
+        raise ValueError(f"{ip} is not a corpus index (no list of case entries); "
+                         "remove it or choose another directory")
+    files = []
+    for e in entries:
+        for key in ("npz", "json"):
+            f = e.get(key)
+            if not (isinstance(f, str) and f.endswith("." + key) and f == os.path.basename(f)
+                    and f != "index.json"):
+                raise ValueError(f"{ip} is not a corpus index (entry {e.get('case')!r} lists "
+                                 f"{key} {f!r}, not a .{key} file name); "
+                                 "remove it or choose another directory")
+            files.append(os.path.join(out_dir, f))
+    return list(dict.fromkeys(files)) + [ip]
+
+
+def _remove_previous_export(out_dir):
+    """Remove the files :func:`previous_export` lists (those still there)."""
+    for path in previous_export(out_dir):
+        if os.path.isfile(path) or os.path.islink(path):
+            os.remove(path)
+
+
 def export_corpus(out_dir, names=None, dtypes=("float64", "float32"), progress=False):
     """Write the golden corpus for ``names`` (default: every normalizer) to ``out_dir``.
 
     Returns the list of written paths (``.npz`` and ``.json`` of every case
     and dtype, then ``index.json``).  ``dtypes`` are the target dtypes
-    (``float64``, ``float32``, ``float16``).  Unknown names or dtypes raise
-    ValueError.
+    (``float64``, ``float32``, ``float16``); repeats of a name or dtype are
+    dropped.  Unknown names or dtypes, an empty list of either, or a
+    previous ``index.json`` in ``out_dir`` that is not a corpus index raise
+    ValueError before anything is written; the files a previous export lists
+    are removed before the new ones are written (see the module doc).
     """
     import normref
 
     from .registry import REGISTRY
     from .testing.conformance import _representable, catalogue
 
-    dtypes = (dtypes,) if isinstance(dtypes, str) else tuple(dtypes)
+    dtypes = (dtypes,) if isinstance(dtypes, str) else tuple(dict.fromkeys(dtypes))
+    if not dtypes:
+        raise ValueError(f"dtypes: none given; expected at least one of {', '.join(DTYPES)}")
     for d in dtypes:
         if d not in DTYPES:
             raise ValueError(f"dtypes: {d!r} is not one of {', '.join(DTYPES)}")
     if names is not None:
-        names = [names] if isinstance(names, str) else list(names)
+        names = [names] if isinstance(names, str) else list(dict.fromkeys(names))
+        if not names:
+            raise ValueError("names: an empty list; pass None for every normalizer")
         unknown = [n for n in names if n not in REGISTRY]
         if unknown:
             raise ValueError(f"names: no normalizer named {', '.join(map(repr, unknown))}; "
                              f"registered: {', '.join(sorted(REGISTRY))}")
-    os.makedirs(out_dir, exist_ok=True)
     cases = catalogue(names)
+    os.makedirs(out_dir, exist_ok=True)
+    _remove_previous_export(out_dir)
     paths, entries, raises, skipped = [], [], [], []
     show = progress and getattr(sys.stderr, "isatty", lambda: False)()
     for k, case in enumerate(cases):
@@ -243,11 +297,3 @@ def export_corpus(out_dir, names=None, dtypes=("float64", "float32"), progress=F
     paths.append(ip)
     return paths
 
-
-def cli_command(args):
-    """``python -m normref export --out DIR [--names ...] [--dtype ...]``."""
-    paths = export_corpus(args.out, names=args.names or None, dtypes=tuple(args.dtype),
-                          progress=not args.quiet)
-    n = sum(p.endswith(".npz") for p in paths)
-    print(f"wrote {n} cases ({len(paths)} files) to {args.out}")
-    return 0

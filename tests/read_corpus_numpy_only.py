@@ -26,16 +26,32 @@ skipped and counted; so are the VJPs with respect to running statistics in
 eval mode, which normref provides and torch.nn.functional refuses.  A few documented PyTorch behaviours differ from the
 ground truth on purpose-built adversarial cases; they are listed in
 ``KNOWN_TORCH`` (with PyTorch's issue numbers) and reported as "known", not as
-mismatches.  Exit status: 0 when every compared case matches, 1 otherwise, 2
-on a malformed corpus.
+mismatches.
+
+The corpus is read and validated before torch runs anything: ``index.json``
+(an object whose ``"cases"`` is a list of entries with ``case``,
+``normalizer``, ``dtype``, ``npz`` and ``json``), every case's JSON (the keys
+used here, consistent with its index entry) and every ``.npz`` (the arrays its
+JSON names: ``arg<i>`` / ``kw_<name>`` of the layout with the recorded dtype
+and shape, ``y`` of ``y_shape``, ``cotangent`` and ``vjp<i>`` per
+differentiable slot, ``state<i>`` per mutated slot).  Any failure there --
+a missing, truncated or corrupted file, a missing key -- is one line
+``malformed corpus: <file>: <problem>`` and exit status 2, never a mismatch:
+only the torch phase judges torch.
+
+Exit status: 0 when every compared case matches, 1 otherwise, 2 on a
+malformed corpus (or bad arguments, or no torch).
 """
 from __future__ import annotations
 
 import argparse
 import fnmatch
 import json
+import math
 import os
 import sys
+import zipfile
+import zlib
 
 import numpy as np
 
@@ -172,12 +188,148 @@ def build_call(meta, arrays, torch):
     return getattr(F, fname), args, kwargs, grads_of, mutated
 
 
-def check_case(directory, entry, torch, rtol_f, rtol_b):
-    """[(check, error, tolerance, where, known reason or None)] for one corpus entry."""
-    with open(os.path.join(directory, entry["json"])) as fh:
-        meta = json.load(fh)
-    with np.load(os.path.join(directory, entry["npz"])) as z:
-        arrays = {k: z[k] for k in z.files}
+class MalformedCorpus(Exception):
+    """A corpus file that cannot be read or lacks what the reader needs."""
+
+    def __init__(self, path, problem):
+        super().__init__(f"{path}: {problem}")
+
+
+#: what json.load / np.load raise on unreadable, truncated or corrupted bytes
+_READ_ERRORS = (OSError, ValueError, EOFError, RecursionError, zipfile.BadZipFile, zlib.error)
+
+
+def _is_int(v):
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _load_json(path):
+    try:
+        with open(path, encoding="utf-8") as fh:
+            return json.load(fh)
+    except _READ_ERRORS as e:
+        raise MalformedCorpus(path, f"cannot read JSON ({type(e).__name__}: {e})") from None
+
+
+def _short(v):
+    r = repr(v)
+    return r if len(r) <= 60 else r[:57] + "..."
+
+
+def _require(path, obj, keys, what):
+    """``obj`` is a dict holding ``keys`` ({key: type}; int excludes bool)."""
+    if not isinstance(obj, dict):
+        raise MalformedCorpus(path, f"{what} is a {type(obj).__name__}, expected an object")
+    for k, t in keys.items():
+        if k not in obj:
+            raise MalformedCorpus(path, f"{what} has no {k!r}")
+        if not isinstance(obj[k], t) or (t is int and isinstance(obj[k], bool)):
+            raise MalformedCorpus(path, f"{what}: {k!r} is {_short(obj[k])}, expected "
+                                  f"{'an object' if t is dict else 'a ' + t.__name__}")
+
+
+def load_index(directory):
+    """(index, its case entries) of ``directory/index.json``, validated."""
+    path = os.path.join(directory, "index.json")
+    index = _load_json(path)
+    _require(path, index, {"cases": list}, "the index")
+    for k, entry in enumerate(index["cases"]):
+        _require(path, entry, {"case": str, "normalizer": str, "dtype": str, "npz": str,
+                               "json": str}, f"cases[{k}]")
+    return index, index["cases"]
+
+
+def _check_meta(path, meta, entry):
+    _require(path, meta, {"normalizer": str, "case": str, "dtype": str, "kwargs": dict,
+                          "layout": list, "differentiable": list, "mutates": list}, "the case")
+    for k in ("normalizer", "case", "dtype"):
+        if meta[k] != entry[k]:
+            raise MalformedCorpus(path, f"{k} {_short(meta[k])} differs from the index's "
+                                  f"{_short(entry[k])}")
+    try:
+        np.finfo(meta["dtype"])
+    except (TypeError, ValueError):
+        raise MalformedCorpus(path, f"dtype {_short(meta['dtype'])} is not a float dtype") from None
+    cond = meta.get("cond", 1.0)
+    if not (isinstance(cond, (int, float)) and not isinstance(cond, bool) and math.isfinite(cond)
+            and cond > 0):
+        raise MalformedCorpus(path, f"cond is {_short(cond)}, expected a finite positive number")
+    for k, item in enumerate(meta["layout"]):
+        _require(path, item, {"index": int, "kind": str}, f"layout[{k}]")
+        if item["index"] != k:
+            raise MalformedCorpus(path, f"layout[{k}] has index {item['index']}")
+        kind, value = item["kind"], item.get("value")
+        if kind == "array":
+            _require(path, item, {"value": str, "dtype": str, "shape": list}, f"layout[{k}]")
+        elif kind == "shape":
+            if not (isinstance(value, list) and all(_is_int(s) for s in value)):
+                raise MalformedCorpus(path, f"layout[{k}]: shape {_short(value)} is not a list of "
+                                      "ints")
+        elif kind not in ("scalar", "none"):
+            raise MalformedCorpus(path, f"layout[{k}]: unknown kind {_short(kind)}")
+    for k, v in meta["kwargs"].items():
+        if isinstance(v, dict) and set(v) == {"array"} and not isinstance(v["array"], str):
+            raise MalformedCorpus(path, f"kwargs[{k!r}]: array {_short(v['array'])} is not "
+                                  "an npz key")
+    n = len(meta["layout"])
+    for key in ("differentiable", "mutates"):
+        for i in meta[key]:
+            if not (_is_int(i) and 0 <= i < n and meta["layout"][i]["kind"] == "array"):
+                raise MalformedCorpus(path, f"{key} lists {_short(i)}, not an array argument "
+                                      "slot")
+
+
+def _needed_arrays(meta):
+    """{npz key: (dtype or None, shape or None)} the case's JSON says the .npz holds."""
+    need = {}
+    for item in meta["layout"]:
+        if item["kind"] == "array":
+            need[item["value"]] = (item["dtype"], tuple(item["shape"]))
+    for v in meta["kwargs"].values():
+        if isinstance(v, dict) and set(v) == {"array"}:
+            need[v["array"]] = (None, None)
+    y_shape = meta.get("y_shape")
+    y_shape = tuple(y_shape) if isinstance(y_shape, list) else None
+    need["y"] = (None, y_shape)
+    if meta["differentiable"]:
+        need["cotangent"] = (None, y_shape)
+    for key, prefix in (("differentiable", "vjp"), ("mutates", "state")):
+        for i in meta[key]:
+            need[f"{prefix}{i}"] = (None, tuple(meta["layout"][i]["shape"]))
+    return need
+
+
+def _load_npz(path, need):
+    try:
+        with np.load(path) as z:
+            if not hasattr(z, "files"):
+                raise MalformedCorpus(path, "not an .npz archive")
+            missing = [k for k in need if k not in z.files]
+            if missing:
+                raise MalformedCorpus(path, f"no array {', '.join(map(repr, missing))} "
+                                      "(named by the case's JSON)")
+            arrays = {k: z[k] for k in z.files}
+    except _READ_ERRORS as e:
+        raise MalformedCorpus(path, f"cannot read ({type(e).__name__}: {e})") from None
+    for k, (dtype, shape) in need.items():
+        a = arrays[k]
+        if dtype is not None and str(a.dtype) != dtype:
+            raise MalformedCorpus(path, f"array {k!r} is {a.dtype}, the JSON says {dtype}")
+        if shape is not None and a.shape != shape:
+            raise MalformedCorpus(path, f"array {k!r} has shape {a.shape}, expected {shape}")
+    return arrays
+
+
+def load_case(directory, entry):
+    """(meta, arrays) of one index entry, validated (MalformedCorpus otherwise)."""
+    path = os.path.join(directory, entry["json"])
+    meta = _load_json(path)
+    _check_meta(path, meta, entry)
+    return meta, _load_npz(os.path.join(directory, entry["npz"]), _needed_arrays(meta))
+
+
+def check_case(meta, arrays, torch, rtol_f, rtol_b):
+    """[(check, error, tolerance, where, known reason or None)] for one loaded case."""
     fn, args, kwargs, grads_of, mutated = build_call(meta, arrays, torch)
     cond = float(meta.get("cond", 1.0))
     out = fn(*args, **kwargs)
@@ -201,21 +353,42 @@ def check_case(directory, entry, torch, rtol_f, rtol_b):
     return [(c, e, t, w, _known(meta["case"], c)) for c, e, t, w in rows]
 
 
+def _tolerance(text):
+    """argparse type of the tolerances: a finite positive number."""
+    try:
+        v = float(text)
+    except ValueError:
+        v = math.nan
+    if not (math.isfinite(v) and v > 0):
+        raise argparse.ArgumentTypeError(f"invalid tolerance {text!r}: expected a finite "
+                                         "positive number")
+    return v
+
+
+def load_corpus(directory):
+    """(index, [(entry, meta, arrays)]): the whole corpus, validated; arrays are None
+    for normalizers PyTorch lacks (their files are validated all the same)."""
+    index, entries = load_index(directory)
+    loaded = []
+    for entry in entries:
+        meta, arrays = load_case(directory, entry)
+        loaded.append((entry, meta, arrays if entry["normalizer"] in TORCH_OPS else None))
+    return index, loaded
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("directory")
-    p.add_argument("--rtol-forward", type=float, default=1e-13,
+    p.add_argument("--rtol-forward", type=_tolerance, default=1e-13,
                    help="relative tolerance per unit of conditioning (forward, state)")
-    p.add_argument("--rtol-backward", type=float, default=1e-12,
+    p.add_argument("--rtol-backward", type=_tolerance, default=1e-12,
                    help="relative tolerance per unit of conditioning (VJPs)")
     p.add_argument("-v", "--verbose", action="store_true")
     a = p.parse_args(argv)
     try:
-        with open(os.path.join(a.directory, "index.json")) as fh:
-            index = json.load(fh)
-        entries = index["cases"]
-    except (OSError, KeyError, ValueError) as e:
-        print(f"not a corpus directory: {a.directory} ({e})", file=sys.stderr)
+        index, loaded = load_corpus(a.directory)
+    except MalformedCorpus as e:
+        print(f"malformed corpus: {' '.join(str(e).split())}", file=sys.stderr)
         return 2
     try:
         import torch
@@ -226,13 +399,13 @@ def main(argv=None):
     counts = {"checked": 0, "skipped": 0, "known": 0, "mismatch": 0}
     worst = {}
     bad_lines = []
-    for entry in entries:
+    for entry, meta, arrays in loaded:
         name = entry["normalizer"]
-        if name not in TORCH_OPS:
+        if arrays is None:
             counts["skipped"] += 1
             continue
         try:
-            rows = check_case(a.directory, entry, torch, a.rtol_forward, a.rtol_backward)
+            rows = check_case(meta, arrays, torch, a.rtol_forward, a.rtol_backward)
         except NotImplementedError as e:
             counts["skipped"] += 1
             if a.verbose:

@@ -159,8 +159,8 @@ def test_reader_script_imports_no_normref():
         elif isinstance(node, ast.ImportFrom):
             imported.add((node.module or "").split(".")[0])
     assert "normref" not in imported
-    assert imported <= {"__future__", "argparse", "fnmatch", "json", "os", "sys", "numpy",
-                        "torch"}
+    assert imported <= {"__future__", "argparse", "fnmatch", "json", "math", "os", "sys",
+                        "zipfile", "zlib", "numpy", "torch"}
 
 
 def _run_script(directory):
