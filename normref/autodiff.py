@@ -13,16 +13,53 @@ mode) carries ``None``; keyword arguments are constants.
 
 >>> y, pullback = vjp(layer_norm, x, (8,), w, b)     # doctest: +SKIP
 >>> dx, _, dw, db = pullback(dy)                        # doctest: +SKIP
+
+The contract every derivative keeps (and tests/test_fuzz.py checks):
+
+* arguments are checked before anything runs: a cotangent or tangent must be
+  a float array of the expected shape (None, strings, complex, integer and
+  ragged input are a TypeError naming it); a tangent for a non-differentiable
+  argument, a bad ``wrt`` or a wrong-length operator vector is a ValueError
+  or TypeError naming it.  A call that raises leaves every argument and
+  running buffer as it was (a JVP validates its tangents before the forward
+  updates running statistics);
+* the derivatives are of the arguments *as they were at the call*: the
+  arrays a plan differentiates are copied once, so mutating them after
+  :func:`vjp`, :func:`jvp` or :func:`jacobian_operator` returns changes
+  nothing;
+* a cotangent or tangent of any finite magnitude gives the exact result:
+  it is split into power-of-two bands (:func:`normref.numerics.power_bands`;
+  a no-op for magnitudes between 2^-64 and 2^64 spanning less than 2^300)
+  and the linear map applied to each, so no kernel sees a huge or a tiny
+  direction; a result that is not finite although every argument is (the
+  exact derivative overflows float64) is a ValueError;
+* a dense Jacobian larger than :func:`normref.limits.max_bytes` is a
+  ValueError before it is allocated.
 """
 from __future__ import annotations
 
 import functools
+import numbers
 
 import numpy as np
 
+from .limits import check_bytes
+from .numerics import apply_banded, as_float64
 from .registry import spec_of
 
 __all__ = ["vjp", "jvp", "jacobian", "jacobian_operator", "bind"]
+
+
+def _unwrap(f, args, kwargs):
+    """``(function, all positional args, kwargs, number bound by partials)``."""
+    n_pre = 0
+    args = tuple(args)
+    while isinstance(f, functools.partial):
+        n_pre += len(f.args)
+        args = f.args + args
+        kwargs = {**f.keywords, **kwargs}
+        f = f.func
+    return f, args, dict(kwargs), n_pre
 
 
 def bind(f, *args, **kwargs):
@@ -32,13 +69,9 @@ def bind(f, *args, **kwargs):
     is differentiable in this call, else None.  ``f`` may be a
     ``functools.partial`` of a registered function; slots then cover only the
     positional arguments passed here, not those bound in the partial.
+    Binding validates the arguments and runs nothing.
     """
-    n_pre = 0
-    while isinstance(f, functools.partial):
-        n_pre += len(f.args)
-        args = f.args + tuple(args)
-        kwargs = {**f.keywords, **kwargs}
-        f = f.func
+    f, args, kwargs, n_pre = _unwrap(f, args, kwargs)
     spec = spec_of(f)
     if len(args) > len(spec.signature):
         raise TypeError(
@@ -53,8 +86,47 @@ def bind(f, *args, **kwargs):
     return spec, plan, slots[n_pre:]
 
 
-def _shape_of(plan, name):
-    return plan.value(name).shape
+def _owned_bind(f, args, kwargs):
+    """:func:`bind` on private copies of the arrays the plan differentiates.
+
+    Derivatives are computed after the call returns, from the plan's saved
+    arguments; copying them makes the result independent of what the caller
+    does to its arrays afterwards.  Arrays the call updates in place
+    (running statistics in training) are not differentiated and stay shared.
+    """
+    spec, plan, slots = bind(f, *args, **kwargs)
+    func, full, kw, _ = _unwrap(f, args, kwargs)
+    params = set(plan.params)
+    full = list(full)
+    copied = False
+    for i, name in enumerate(spec.signature[: len(full)]):
+        if name in params and isinstance(full[i], np.ndarray):
+            full[i] = full[i].copy()
+            copied = True
+    for k, v in kw.items():
+        if k in params and isinstance(v, np.ndarray):
+            kw[k] = v.copy()
+            copied = True
+    if copied:
+        plan = spec.bind(*full, **kw)
+    return spec, plan, slots
+
+
+def _apply_vjp(plan, dy):
+    """``{name: gradient}`` for cotangent ``dy``, banded by magnitude, checked finite."""
+    grads = apply_banded(plan.vjp, [dy])
+    for n, g in grads.items():
+        plan.check_finite(f"gradient of {n}", g, dy)
+    return grads
+
+
+def _apply_jvp(plan, tangents):
+    """The output tangent for ``{name: tangent}``, banded by magnitude, checked finite."""
+    names = list(tangents)
+    ty = apply_banded(lambda *band: np.asarray(plan.jvp(dict(zip(names, band)))),
+                      [tangents[n] for n in names])
+    plan.check_finite("output tangent", ty, *tangents.values())
+    return ty
 
 
 def vjp(f, *args, **kwargs):
@@ -65,16 +137,16 @@ def vjp(f, *args, **kwargs):
     differentiable arrays, else None.  Note: a training-mode call updates
     running statistics exactly as the forward does (once, here).
     """
-    spec, plan, slots = bind(f, *args, **kwargs)
+    spec, plan, slots = _owned_bind(f, args, kwargs)
     y = plan.forward()
 
     def pullback(cotangent):
-        dy = np.asarray(cotangent, dtype=np.float64)
+        dy = as_float64("cotangent", cotangent)
         if dy.shape != y.shape:
             raise ValueError(
                 f"cotangent has shape {dy.shape}, expected the output shape {y.shape}"
             )
-        grads = plan.vjp(dy)
+        grads = _apply_vjp(plan, dy)
         return tuple(None if s is None else grads[s] for s in slots)
 
     return y, pullback
@@ -84,7 +156,9 @@ def jvp(f, primals, tangents, **kwargs):
     """``(y, ty)``: forward value and directional derivative along ``tangents``.
 
     ``tangents`` has one entry per entry of ``primals``; None means zero (and
-    must be None for non-differentiable arguments).
+    must be None for non-differentiable arguments).  The tangents are
+    validated before the forward runs (a training call then updates running
+    statistics once).
     """
     primals, tangents = tuple(primals), tuple(tangents)
     if len(primals) != len(tangents):
@@ -92,8 +166,7 @@ def jvp(f, primals, tangents, **kwargs):
             f"primals and tangents must have the same length, got {len(primals)} "
             f"and {len(tangents)}"
         )
-    spec, plan, slots = bind(f, *primals, **kwargs)
-    y = plan.forward()
+    spec, plan, slots = _owned_bind(f, primals, kwargs)
     tans = {}
     for i, (slot, t) in enumerate(zip(slots, tangents)):
         if t is None:
@@ -103,12 +176,13 @@ def jvp(f, primals, tangents, **kwargs):
                 f"tangents[{i}] must be None: argument {i} of {spec.name} "
                 f"({spec.signature[i]}) is not differentiable in this call"
             )
-        t = np.asarray(t, dtype=np.float64)
-        shape = _shape_of(plan, slot)
+        t = as_float64(f"tangents[{i}] ({slot})", t)
+        shape = plan.value(slot).shape
         if t.shape != shape:
             raise ValueError(f"tangents[{i}] ({slot}) has shape {t.shape}, expected {shape}")
         tans[slot] = t
-    return y, plan.jvp(tans)
+    y = plan.forward()
+    return y, _apply_jvp(plan, tans)
 
 
 def _wrt_name(spec, plan, slots, wrt):
@@ -119,6 +193,12 @@ def _wrt_name(spec, plan, slots, wrt):
                 f"differentiable: {plan.params}"
             )
         return wrt
+    if isinstance(wrt, (bool, np.bool_)) or not isinstance(wrt, numbers.Integral):
+        raise TypeError(
+            f"wrt must be a positional index (int) or a parameter name (str), got "
+            f"{type(wrt).__name__} {wrt!r:.40}"
+        )
+    wrt = int(wrt)
     if not 0 <= wrt < len(slots) or slots[wrt] is None:
         raise ValueError(
             f"wrt={wrt} is not a differentiable positional argument of this "
@@ -133,35 +213,109 @@ def jacobian(f, *args, wrt=0, **kwargs):
 
     Shape ``y.shape + args[wrt].shape``.  Normalizers with block structure
     assemble it in closed form (one block per statistics group); the others
-    stack JVPs or VJPs.
+    stack JVPs or VJPs.  ``wrt`` is a positional index or a parameter name.
+    A Jacobian larger than :func:`normref.limits.max_bytes` raises ValueError
+    before anything runs (use :func:`jacobian_operator` for large inputs).
     """
     spec, plan, slots = bind(f, *args, **kwargs)
-    return plan.jacobian(_wrt_name(spec, plan, slots, wrt))
+    name = _wrt_name(spec, plan, slots, wrt)
+    n_out = int(np.prod(plan.output_shape, dtype=np.int64))
+    n_in = int(np.prod(plan.value(name).shape, dtype=np.int64))
+    check_bytes(f"the dense Jacobian of {spec.name} w.r.t. {name} ({n_out} x {n_in})",
+                8 * n_out * n_in, "use jacobian_operator for large inputs")
+    J = plan.jacobian(name)
+    plan.check_finite("Jacobian", J)
+    return J
+
+
+@functools.lru_cache(maxsize=None)
+def _operator_class():
+    """The LinearOperator subclass (defined on first use: scipy.sparse.linalg imports slowly)."""
+    from scipy.sparse.linalg import LinearOperator
+
+    class _JacobianOperator(LinearOperator):
+        """The Jacobian of one bound call as a scipy ``LinearOperator``.
+
+        ``matvec`` is a JVP, ``rmatvec`` a VJP (``transposed`` swaps them for
+        the adjoint).  Vectors are validated with messages naming the
+        operator: the length must be the size of the argument (matvec) or
+        of the output (rmatvec); real floating vectors are applied as they
+        are, complex ones by linearity (real and imaginary parts apart);
+        integer, bool, object and string vectors are a TypeError.
+        """
+
+        def __init__(self, plan, name, label, transposed=False):
+            self.plan, self.name, self.label, self.transposed = plan, name, label, transposed
+            self.y_shape = tuple(plan.forward().shape)
+            self.p_shape = tuple(plan.value(name).shape)
+            m = int(np.prod(self.y_shape, dtype=np.int64))
+            n = int(np.prod(self.p_shape, dtype=np.int64))
+            super().__init__(dtype=np.float64, shape=(n, m) if transposed else (m, n))
+
+        def _real(self, v, adjoint):
+            if adjoint != self.transposed:
+                return np.asarray(_apply_vjp(self.plan, v.reshape(self.y_shape))[self.name]).ravel()
+            return np.asarray(_apply_jvp(self.plan, {self.name: v.reshape(self.p_shape)})).ravel()
+
+        def _apply(self, v, adjoint):
+            v = np.asarray(v)
+            if np.iscomplexobj(v):
+                return self._real(np.ascontiguousarray(v.real, dtype=np.float64), adjoint) + \
+                    1j * self._real(np.ascontiguousarray(v.imag, dtype=np.float64), adjoint)
+            return self._real(np.ascontiguousarray(v, dtype=np.float64), adjoint)
+
+        def _matvec(self, v):
+            return self._apply(np.ravel(v), False)
+
+        def _rmatvec(self, v):
+            return self._apply(np.ravel(v), True)
+
+        def _adjoint(self):
+            return _JacobianOperator(self.plan, self.name, self.label, not self.transposed)
+
+        def _check(self, x, op, matrix):
+            rows = self.shape[0] if op.startswith("r") else self.shape[1]
+            try:
+                a = np.asarray(x)
+            except (ValueError, TypeError) as e:
+                raise TypeError(f"{self.label}: {op} needs a numeric array, got {type(x).__name__}: {e}") from None
+            if a.dtype.kind not in "fc":
+                raise TypeError(f"{self.label}: {op} needs a real or complex floating array, "
+                                f"got dtype {a.dtype} with shape {a.shape}")
+            what = ("the output" if (op.startswith("r") != self.transposed) else "the argument")
+            ok = (a.ndim == 2 and a.shape[0] == rows) if matrix else a.shape in ((rows,), (rows, 1))
+            if not ok:
+                want = f"({rows}, k)" if matrix else f"({rows},) or ({rows}, 1)"
+                raise ValueError(f"{self.label}: {op} expects shape {want} (the size of {what}), "
+                                 f"got shape {a.shape}")
+            return a
+
+        def matvec(self, x):
+            return super().matvec(self._check(x, "matvec", False))
+
+        def rmatvec(self, x):
+            return super().rmatvec(self._check(x, "rmatvec", False))
+
+        def matmat(self, X):
+            return super().matmat(self._check(X, "matmat", True))
+
+        def rmatmat(self, X):
+            return super().rmatmat(self._check(X, "rmatmat", True))
+
+    return _JacobianOperator
 
 
 def jacobian_operator(f, *args, wrt=0, **kwargs):
     """The Jacobian as a ``scipy.sparse.linalg.LinearOperator``.
 
     Shape ``(y.size, args[wrt].size)``; ``matvec`` is a JVP, ``rmatvec`` a VJP,
-    both on flattened vectors; ``matmat`` / ``rmatmat`` loop over columns.
-    The forward runs once, at construction.
+    both on flattened vectors; ``matmat`` / ``rmatmat`` loop over columns;
+    ``.T`` / ``.H`` / ``.adjoint()`` is the operator with the two swapped.
+    The forward runs once, at construction, on private copies of the
+    differentiated arguments.  Vectors of the wrong length or dtype are a
+    ValueError / TypeError naming the operator and the expected length.
     """
-    from scipy.sparse.linalg import LinearOperator
-
-    spec, plan, slots = bind(f, *args, **kwargs)
+    spec, plan, slots = _owned_bind(f, args, kwargs)
     name = _wrt_name(spec, plan, slots, wrt)
-    y = plan.forward()
-    pshape = _shape_of(plan, name)
-    n_in = int(np.prod(pshape, dtype=np.int64))
-
-    def matvec(v):
-        v = np.asarray(v, dtype=np.float64).reshape(pshape)
-        return np.asarray(plan.jvp({name: v})).ravel()
-
-    def rmatvec(u):
-        u = np.asarray(u, dtype=np.float64).reshape(y.shape)
-        return np.asarray(plan.vjp(u)[name]).ravel()
-
-    return LinearOperator(
-        (y.size, n_in), matvec=matvec, rmatvec=rmatvec, dtype=np.float64
-    )
+    label = f"jacobian_operator of {spec.name} w.r.t. {name}"
+    return _operator_class()(plan, name, label)

@@ -23,6 +23,11 @@ __all__ = [
     "as_optional_float64",
     "check_shape",
     "check_finite_scalar",
+    "check_flag",
+    "check_choice",
+    "all_finite",
+    "power_bands",
+    "apply_banded",
     "ulp_distance",
     "ulps_of",
 ]
@@ -31,16 +36,37 @@ _FLOAT_KINDS = (np.float16, np.float32, np.float64)
 
 
 def as_float64(name, value):
-    """Return ``value`` as a float64 ndarray, or raise a TypeError naming ``name``.
+    """Return ``value`` as a C-contiguous float64 ndarray, or raise a TypeError naming ``name``.
 
     Accepts numpy arrays (and anything ``np.asarray`` turns into one) of dtype
     float16, float32 or float64, and Python floats / ints given as scalars of a
-    float array.  The conversion is exact.  The result never aliases an array
-    the caller could see being mutated: read-only use only.
+    float array.  The conversion is exact.  The result is a plain C-ordered
+    ndarray (a Fortran-ordered or strided argument is copied, an ndarray
+    subclass is viewed as a plain ndarray), so that no computation depends on
+    the memory layout of an argument.  It may alias a C-contiguous float64
+    argument: read-only use only.  Masked arrays are a TypeError (normref
+    would ignore the mask); so are ragged nested sequences, strings, complex,
+    integer, bool and object input.
     """
     if value is None:
         raise TypeError(f"{name} must be a float array, got None")
-    arr = value if isinstance(value, np.ndarray) else np.asarray(value)
+    if isinstance(value, np.ma.MaskedArray):
+        raise TypeError(
+            f"{name} is a masked array of shape {value.shape}: normref does not honour masks; "
+            f"pass {name}.filled(value) or np.asarray({name}) explicitly"
+        )
+    if isinstance(value, (str, bytes)):
+        raise TypeError(f"{name} must be a float array, got {type(value).__name__} {value!r:.40}")
+    if isinstance(value, np.ndarray):
+        arr = np.asarray(value)
+    else:
+        try:
+            arr = np.asarray(value)
+        except (ValueError, TypeError) as e:
+            raise TypeError(
+                f"{name} must be a float array, got a {type(value).__name__} that is not one "
+                f"(a ragged nested sequence?): {e}"
+            ) from None
     if arr.dtype.type not in _FLOAT_KINDS:
         if arr.dtype.kind == "O" and not isinstance(value, np.ndarray):
             raise TypeError(f"{name} must be a float array, got {type(value).__name__}")
@@ -48,7 +74,7 @@ def as_float64(name, value):
             f"{name} must have a floating dtype (float16, float32 or float64), "
             f"got dtype {arr.dtype} with shape {arr.shape}"
         )
-    return arr.astype(np.float64, copy=False)
+    return arr.astype(np.float64, order="C", copy=False)
 
 
 def as_optional_float64(name, value):
@@ -78,6 +104,128 @@ def check_finite_scalar(name, value, *, positive=False, allow_none=False):
     if positive and value <= 0:
         raise ValueError(f"{name} must be positive, got {value!r}")
     return value
+
+
+def check_flag(name, value):
+    """A boolean switch (``training``, ``use_input_stats``, ...): ``bool`` or ``np.bool_`` only.
+
+    A string (``training="no"``), an array or None is a TypeError instead of
+    being read by its truthiness.
+    """
+    if isinstance(value, (bool, np.bool_)):
+        return bool(value)
+    raise TypeError(f"{name} must be a bool (True or False), got {type(value).__name__} {value!r:.40}")
+
+
+def check_choice(name, value, choices):
+    """One of the string options ``choices``; anything else is a ValueError naming them."""
+    if not isinstance(value, str) or value not in choices:
+        raise ValueError(
+            f"{name} must be one of {', '.join(repr(c) for c in choices)}, got {value!r:.60}"
+        )
+    return value
+
+
+def all_finite(*arrays):
+    """Whether every element of every array is finite (one cheap pass in the common case)."""
+    for a in arrays:
+        a = np.asarray(a)
+        if a.size == 0 or a.dtype.kind not in "fc":
+            continue
+        with np.errstate(all="ignore"):
+            if np.isfinite(np.add.reduce(a, axis=None)):
+                continue  # a finite sum has no NaN / inf terms
+        if not np.isfinite(a).all():
+            return False
+    return True
+
+
+#: :func:`power_bands` leaves values alone whose magnitudes lie in
+#: ``[2**BAND_LO, 2**BAND_HI)`` and span at most ``2**BAND_WIDTH``
+BAND_LO, BAND_HI, BAND_WIDTH = -64, 64, 300
+
+
+def power_bands(arrays, magnitudes=None):
+    """Split the arguments of a linear map into power-of-two bands: ``[(k, scaled arrays), ...]``.
+
+    A derivative (VJP, JVP) is linear in its cotangent or tangents, so
+    ``L(v) = sum_b 2**k_b L(v_b 2**-k_b)`` for any split ``v = sum_b v_b``.
+    ``magnitudes`` (one per array, broadcastable to it; default ``|array|``;
+    for example ``|gamma * dy|`` for a cotangent ``dy``) decide the split,
+    with thresholds common to all arrays: band ``b`` holds the entries with
+    ``2**(k_b - BAND_WIDTH) <= magnitude < 2**k_b``, scaled by ``2**-k_b``
+    (exact), so that every nonzero scaled magnitude lies in
+    ``[2**-BAND_WIDTH, 1)`` and a linear kernel neither overflows on huge nor
+    loses bits to underflow on tiny values.  In the common case (every
+    nonzero magnitude in ``[2**BAND_LO, 2**BAND_HI)``, all within a factor
+    ``2**BAND_WIDTH``) the result is ``[(0, arrays)]``: nothing is copied or
+    rescaled.  NaN / inf magnitudes also give ``[(0, arrays)]`` (they
+    propagate).  ``None`` entries of ``arrays`` stay None.
+    """
+    arrays = tuple(arrays)
+    whole = [(0, arrays)]
+    if magnitudes is None:
+        magnitudes = arrays
+    mags = []
+    top, bottom = 0.0, np.inf
+    with np.errstate(all="ignore"):
+        for a, m in zip(arrays, magnitudes):
+            if a is None:
+                mags.append(None)
+                continue
+            m = np.broadcast_to(np.abs(np.asarray(m, dtype=np.float64)), np.shape(a))
+            mags.append(m)
+            if m.size == 0:
+                continue
+            top = max(top, float(np.max(m)))
+            nz = m[m > 0]
+            if nz.size:
+                bottom = min(bottom, float(np.min(nz)))
+    if not np.isfinite(top) or top == 0.0:
+        return whole
+    k = int(np.frexp(top)[1])  # top < 2**k
+    if BAND_LO < k <= BAND_HI and bottom >= np.ldexp(1.0, k - BAND_WIDTH):
+        return whole
+    bands = []
+    while True:
+        lo = np.ldexp(1.0, k - BAND_WIDTH)
+        hi = np.ldexp(1.0, k) if k <= 1023 else np.inf
+        bands.append((k, tuple(None if a is None else
+                               np.ldexp(np.where((m >= lo) & (m < hi), a, 0.0), -k)
+                               for a, m in zip(arrays, mags))))
+        rest = 0.0
+        for m in mags:
+            if m is not None and m.size:
+                below = m[m < lo]
+                if below.size:
+                    rest = max(rest, float(np.max(below)))
+        if rest == 0.0:
+            return bands
+        k = int(np.frexp(rest)[1])
+
+
+def apply_banded(fn, arrays, magnitudes=None):
+    """``fn(*arrays)`` for a function linear in its arguments, band by band.
+
+    ``sum_b 2**k_b fn(*band_b)`` over :func:`power_bands` (one call, with the
+    arrays themselves, in the common case).  ``fn`` returns an array or a
+    dict of arrays; the scaling back (``ldexp``) may overflow to inf, which
+    is the exact result's own overflow.
+    """
+    total = None
+    for k, band in power_bands(arrays, magnitudes):
+        out = fn(*band)
+        if k:
+            with np.errstate(over="ignore"):
+                out = ({n: np.ldexp(g, k) for n, g in out.items()} if isinstance(out, dict)
+                       else np.ldexp(out, k))
+        if total is None:
+            total = out
+        elif isinstance(out, dict):
+            total = {n: total[n] + out[n] for n in total}
+        else:
+            total = total + out
+    return total
 
 
 def _ordered(a):

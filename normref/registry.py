@@ -21,6 +21,8 @@ from __future__ import annotations
 
 import abc
 
+import numpy as np
+
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping
 
@@ -55,14 +57,55 @@ class Plan(abc.ABC):
     parameters actually given (``input`` always first), and implement
     ``_forward``, ``_vjp`` and ``_jvp``.  ``jacobian(name)`` may be overridden
     with a closed form; the default stacks JVPs (or VJPs, whichever is fewer).
+
+    :meth:`forward` enforces the contract every normalizer shares: an output
+    that is not finite although every differentiable argument is finite is a
+    ValueError (the exact result overflows float64, or the computation
+    failed: never a silent NaN), and ``on_forward(plan)`` -- the state
+    update of a training call (running statistics) -- runs only after the
+    output passed that check, so a call that raises changes nothing.
+    ``on_forward`` itself must compute everything before it writes.
     """
 
     params: tuple = ()
+    #: the normalizer's name, for messages
+    name: str = "normalizer"
+    #: optional callback ``on_forward(plan)`` run once after a successful forward
+    on_forward = None
 
     def forward(self):
         if not hasattr(self, "_y"):
-            self._y = self._forward()
+            y = self._forward()
+            self.check_finite("output", y)
+            if self.on_forward is not None:
+                self.on_forward(self)
+            self._y = y
         return self._y
+
+    @property
+    def output_shape(self):
+        """Shape of the output, known before the forward runs (default: the first parameter's)."""
+        return self.value(self.params[0]).shape
+
+    def inputs_finite(self):
+        """Whether every differentiable argument of this call is finite."""
+        from .numerics import all_finite
+
+        return all_finite(*self._values.values())
+
+    def check_finite(self, what, value, *also):
+        """Raise ValueError if ``value`` is not finite while the arguments (and ``also``) are."""
+        from .numerics import all_finite
+
+        if all_finite(value) or not (self.inputs_finite() and all_finite(*also)):
+            return
+        bad = np.flatnonzero(~np.isfinite(np.asarray(value)).ravel())
+        idx = np.unravel_index(int(bad[0]), np.shape(value)) if np.ndim(value) else ()
+        raise ValueError(
+            f"{self.name}: the {what} is not finite at index {tuple(int(i) for i in idx)} "
+            f"({int(bad.size)} of {int(np.size(value))} entries) although every argument is "
+            f"finite: the exact result is not representable in float64 (it overflows)"
+        )
 
     @abc.abstractmethod
     def _forward(self):
@@ -83,8 +126,6 @@ class Plan(abc.ABC):
         or one VJP per output element, whichever is fewer; a Plan with a
         closed form overrides this.
         """
-        import numpy as np
-
         y = self.forward()
         p = self.value(name)
         if p.size <= y.size:

@@ -99,6 +99,7 @@ class Standardization(Plan):
                  names=("input", "weight", "bias"), on_forward=None):
         self.x = x
         self.partition = partition
+        self.name = partition.name
         self.eps = float(eps)
         self.center = bool(center)
         self.eps_outside = bool(eps_outside)
@@ -118,7 +119,7 @@ class Standardization(Plan):
         self._values = values
         self.params = tuple(values)
         self.empty = x.size == 0
-        self.on_forward = on_forward
+        self.on_forward = None if self.empty else on_forward
 
     # -- forward ------------------------------------------------------------
     def _forward(self):
@@ -133,43 +134,60 @@ class Standardization(Plan):
         self._xf = xf
         buf, to_S = layout.empty()
         mu_hi, mu_lo, scale, F, c, var = (np.empty(G) for _ in range(6))
+        fs = 1.0
         if self.fixed is not None:
             gs = self.partition.group_shape
             fm = np.ascontiguousarray(np.broadcast_to(self.fixed.mean, gs)).reshape(-1)
             fv = np.ascontiguousarray(np.broadcast_to(self.fixed.var, gs)).reshape(-1)
+            with np.errstate(all="ignore"):
+                t = fv + self.eps
+                # var + eps overflows: (var / 4 + eps / 4)^-1/2 / 2, exact scalings
+                rstd = np.where(np.isinf(t) & np.isfinite(fv), 0.5 / np.sqrt(0.25 * fv + 0.25 * self.eps),
+                                1.0 / np.sqrt(t))
+            if max(np.abs(fm).max(initial=0.0), np.abs(xf).max(initial=0.0)) >= 2.0 ** 1022:
+                fs = 0.5  # x / 2 - mean / 2 cannot overflow
         else:
-            fm = fv = np.zeros(1)
+            fm = rstd = np.zeros(1)
         gamma = self.weight.flat if self.weight is not None else np.zeros(1)
         beta = self.bias.flat if self.bias is not None else np.zeros(1)
         K.standardize_forward(
             xf, layout.shape5, layout.strides, layout.param_strides, gamma, beta,
             self.weight is not None, self.bias is not None,
-            self.center, self.eps, self.eps_outside, fm, fv, self.fixed is not None,
+            self.center, self.eps, self.eps_outside, fm, rstd, fs, self.fixed is not None,
             buf, mu_hi, mu_lo, scale, F, c, var,
         )
+        if self.fixed is not None:
+            var = fv.copy()
         y = to_S(buf)
         self.stats = (mu_hi, mu_lo, scale, F, c, var)
         self._check_denominators()
-        if self.on_forward is not None:
-            self.on_forward(self)
         return y.reshape(x.shape)
 
     def _check_denominators(self):
+        """A finite group whose denominator is not positive is a ValueError.
+
+        (NaN / inf data or running statistics propagate to their group
+        instead: the input is not finite.)
+        """
         mu_hi, mu_lo, scale, F, c, var = self.stats
         bad = ~np.isfinite(F) & np.isfinite(var) & np.isfinite(mu_hi)
+        if not bad.any():
+            return
+        g = int(np.flatnonzero(bad)[0])
+        idx = tuple(int(i) for i in np.unravel_index(g, self.partition.group_shape))
         if self.fixed is not None:
-            bad = ~np.isfinite(F) & np.isfinite(mu_hi)
-        if bad.any():
-            g = int(np.flatnonzero(bad)[0])
-            idx = np.unravel_index(g, self.partition.group_shape)
-            what = "running_var + eps" if self.fixed is not None else (
-                "std + eps" if self.eps_outside else "var + eps")
             raise ValueError(
-                f"{what} is not positive in group {tuple(int(i) for i in idx)} of "
-                f"{self.partition.name} (eps={self.eps!r}, group variance "
-                f"{float(var[g])!r}): the normalization is undefined (0/0 for a "
-                f"constant group with eps=0); use eps > 0"
+                f"running_var + eps is not positive in group {idx} of {self.partition.name} "
+                f"(running_var {float(var[g])!r}, eps={self.eps!r}): the normalization "
+                f"(x - running_mean) / sqrt(running_var + eps) is undefined"
             )
+        what = "std + eps" if self.eps_outside else "var + eps"
+        raise ValueError(
+            f"{what} is not positive in group {idx} of "
+            f"{self.partition.name} (eps={self.eps!r}, group variance "
+            f"{float(var[g])!r}): the normalization is undefined (0/0 for a "
+            f"constant group with eps=0); use eps > 0"
+        )
 
     # -- statistics for callers (running-stat updates, eval) ----------------
     def _ensure_stats(self):
@@ -313,7 +331,10 @@ class Standardization(Plan):
         mu_hi, mu_lo, scale, F, c, _ = self.stats
         center = 1.0 if (self.center and self.fixed is None) else 0.0
         J = np.zeros((self.x.size, self.x.size))
-        K.standardize_jacobian(idx, xh, gam, scale * F, c, center, J)
+        # c f in true units: (c f^2) / F * scale (0 without a rank-one term)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            cf = np.where(c != 0.0, c / F, 0.0) * scale
+        K.standardize_jacobian(idx, xh, gam, scale * F, cf, center, J)
         return J.reshape(self.x.shape + self.x.shape)
 
 

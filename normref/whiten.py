@@ -90,20 +90,14 @@ import abc
 import numpy as np
 
 from .kernels import whiten as K
+from .numerics import apply_banded
 from .registry import Plan
+from .whitening_matrices import (EVALUATIONS, METHODS, GivenMatrix, MatrixFunction,  # noqa: F401
+                                 ScaledMatrix, _sym, _T, newton_schulz_map, spectral_tables,
+                                 whitening_matrix)
 
 __all__ = ["BlockView", "MatrixFunction", "METHODS", "EVALUATIONS", "newton_schulz_map",
-           "whitening_matrix", "Whitening", "FixedWhitening"]
-
-_EPS = float(np.finfo(np.float64).eps)
-
-
-def _T(a):
-    return np.swapaxes(a, -1, -2)
-
-
-def _sym(a):
-    return 0.5 * (a + _T(a))
+           "spectral_tables", "whitening_matrix", "Whitening", "FixedWhitening"]
 
 
 # ---------------------------------------------------------------------------
@@ -147,361 +141,6 @@ class BlockView:
         return np.asarray(v, dtype=np.float64).reshape(self.B, self.d, 1)
 
 
-# ---------------------------------------------------------------------------
-# whitening matrices W(Sigma) and their derivatives
-# ---------------------------------------------------------------------------
-def _gap_sensitivity(l):
-    """``max(1, l_max / min_{i != j} |l_i - l_j|)`` per block: how much an
-    eigenvector-based computation (an eigh-based second opinion) amplifies
-    rounding.  Used only to scale comparison tolerances."""
-    d = l.shape[-1]
-    if d < 2:
-        return np.ones(l.shape[:-1])
-    gap = np.where(np.eye(d, dtype=bool), np.inf, np.abs(l[..., None, :] - l[..., :, None]))
-    lmax = np.abs(l).max(axis=-1)
-    return np.maximum(1.0, lmax / np.maximum(gap.min(axis=(-1, -2)), 1e-300))
-
-
-class MatrixFunction(abc.ABC):
-    """W = f(Sigma) for a stack of SPD matrices (B, d, d), with JVP and VJP.
-
-    A subclass computes ``W`` at construction, ``__init__(S, *, what, eps,
-    scale)`` (``what``, ``eps`` and ``scale`` only shape error messages);
-    ``jvp(dS)`` returns the tangent of W; ``vjp(dW)`` the (symmetric)
-    cotangent of Sigma.  ``kappa`` is a per-block sensitivity (condition
-    number) used to scale rounding tolerances.
-    """
-
-    name = ""
-
-    @abc.abstractmethod
-    def jvp(self, dS):
-        """The tangent of W for a tangent ``dS`` of Sigma."""
-
-    @abc.abstractmethod
-    def vjp(self, dW):
-        """The symmetric cotangent of Sigma for a cotangent ``dW`` of W."""
-
-    @staticmethod
-    def _singular(S, lmin, lmax, what, eps, scale=None):
-        """Raise if a block is numerically singular; ``scale`` (per block) undoes the
-        power-of-two rescaling of the covariance in the message."""
-        d = S.shape[-1]
-        bad = ~(lmin > d * _EPS * np.maximum(lmax, 0.0)) | ~(lmax > 0)
-        if bad.any():
-            b = int(np.flatnonzero(bad)[0])
-            u = 1.0 if scale is None else float(scale[b])
-            raise ValueError(
-                f"the {what} of block {b} is singular or not positive definite "
-                f"(smallest eigenvalue {float(lmin[b]) * u:.3e}, largest {float(lmax[b]) * u:.3e}, "
-                f"eps={eps!r}): the whitening matrix is undefined; use eps > 0"
-            )
-
-
-class ZCA(MatrixFunction):
-    r"""ZCA: :math:`W = \Sigma^{-1/2} = D\Lambda^{-1/2}D^\top`."""
-
-    name = "zca"
-
-    def __init__(self, S, *, what="covariance", eps=None, scale=None):
-        l, D = np.linalg.eigh(_sym(S))
-        self._singular(S, l[..., 0], l[..., -1], what, eps, scale)
-        s = np.sqrt(l)
-        r = 1.0 / s
-        self.l, self.D = l, D
-        self.W = (D * r[..., None, :]) @ _T(D)
-        # divided differences of l^{-1/2}, subtraction-free (exact limit on the diagonal)
-        self.G = -(r[..., :, None] * r[..., None, :]) / (s[..., :, None] + s[..., None, :])
-
-    @property
-    def kappa(self):
-        l = self.l
-        return l[..., -1] / l[..., 0] * _gap_sensitivity(l)
-
-    def _apply(self, A):
-        D = self.D
-        return D @ (self.G * (_T(D) @ A @ D)) @ _T(D)
-
-    def jvp(self, dS):
-        return self._apply(_sym(dS))
-
-    def vjp(self, dW):
-        return self._apply(_sym(dW))
-
-
-class PCA(MatrixFunction):
-    r"""PCA: :math:`W = \Lambda^{-1/2}D^\top`, eigenvalues descending, signs fixed."""
-
-    name = "pca"
-
-    def __init__(self, S, *, what="covariance", eps=None, scale=None):
-        l, D = np.linalg.eigh(_sym(S))
-        self._singular(S, l[..., 0], l[..., -1], what, eps, scale)
-        l, D = l[..., ::-1].copy(), D[..., ::-1].copy()
-        # sign convention: the entry of largest magnitude of each eigenvector is positive
-        idx = np.argmax(np.abs(D), axis=-2)
-        piv = np.take_along_axis(D, idx[..., None, :], axis=-2)[..., 0, :]
-        D = D * np.where(piv < 0, -1.0, 1.0)[..., None, :]
-        r = 1.0 / np.sqrt(l)
-        self.l, self.D, self.r = l, D, r
-        self.scale = np.ones(l.shape[0]) if scale is None else scale
-        self.W = r[..., :, None] * _T(D)
-        d = l.shape[-1]
-        gap = l[..., None, :] - l[..., :, None]  # l_j - l_i
-        tol = 64 * d * _EPS * np.abs(l[..., :1, None])
-        self.degenerate = (np.abs(gap) <= tol) & ~np.eye(d, dtype=bool)
-        with np.errstate(divide="ignore"):
-            F = np.where(self.degenerate | np.eye(d, dtype=bool), 0.0, 1.0 / np.where(gap == 0, 1.0, gap))
-        self.F = F
-        self._gap = np.where(self.degenerate | np.eye(d, dtype=bool), np.inf, np.abs(gap))
-
-    @property
-    def kappa(self):
-        l = self.l
-        mingap = self._gap.min(axis=(-1, -2))
-        return l[..., 0] / l[..., -1] * np.where(np.isfinite(mingap), l[..., 0] / mingap, 1.0)
-
-    def _check(self, A):
-        """The antisymmetric part of ``A`` on repeated-eigenvalue pairs must vanish."""
-        if not self.degenerate.any():
-            return
-        anti = np.abs(A - _T(A)) * self.degenerate
-        scale = np.abs(A).max(axis=(-1, -2), keepdims=True)
-        bad = anti > 1e-8 * np.maximum(scale, 1e-300)
-        if bad.any():
-            b, i, j = (int(v) for v in np.argwhere(bad)[0])
-            raise ValueError(
-                f"pca_whitening is not differentiable here: block {b} has a repeated "
-                f"eigenvalue (l[{i}] = {self.l[b, i] * self.scale[b]:.6g}, "
-                f"l[{j}] = {self.l[b, j] * self.scale[b]:.6g}) whose "
-                f"eigenvectors are not unique; zca_whitening is differentiable there"
-            )
-
-    def jvp(self, dS):
-        D, r = self.D, self.r
-        M = _T(D) @ _sym(dS) @ D
-        self._check(M)
-        dl = np.diagonal(M, axis1=-2, axis2=-1)
-        dD = D @ (self.F * M)
-        return (-0.5 * r ** 3 * dl)[..., :, None] * _T(D) + r[..., :, None] * _T(dD)
-
-    def vjp(self, dW):
-        D, r = self.D, self.r
-        dl = -0.5 * r ** 3 * np.diagonal(dW @ D, axis1=-2, axis2=-1)
-        Kmat = _T(D) @ (_T(dW) * r[..., None, :])
-        self._check(Kmat)
-        inner = self.F * Kmat
-        inner = inner + dl[..., :, None] * np.eye(D.shape[-1])
-        return _sym(D @ inner @ _T(D))
-
-
-def _phi(A):
-    """Lower triangle with the diagonal halved (the Cholesky derivative's projection)."""
-    out = np.tril(A)
-    d = A.shape[-1]
-    idx = np.arange(d)
-    out[..., idx, idx] *= 0.5
-    return out
-
-
-class Cholesky(MatrixFunction):
-    r"""Cholesky whitening: :math:`W = L^{-1}`, :math:`\Sigma = LL^\top`."""
-
-    name = "cholesky"
-
-    def __init__(self, S, *, what="covariance", eps=None, scale=None):
-        S = _sym(S)
-        dg = np.diagonal(S, axis1=-2, axis2=-1)
-        try:
-            L = np.linalg.cholesky(S)
-        except np.linalg.LinAlgError:
-            l = np.linalg.eigvalsh(S)
-            self._singular(S, l[..., 0], l[..., -1], what, eps, scale)
-            raise
-        Ld = np.diagonal(L, axis1=-2, axis2=-1)
-        # singular for the relative test: some pivot negligible against the largest variance
-        lmin = Ld.min(axis=-1) ** 2
-        if not (lmin > S.shape[-1] * _EPS * dg.max(axis=-1)).all():
-            l = np.linalg.eigvalsh(S)
-            self._singular(S, l[..., 0], l[..., -1], what, eps, scale)
-        self.L = L
-        self.S = S
-        self.W = K.lower_inverse(np.ascontiguousarray(L))
-
-    @property
-    def kappa(self):
-        """Condition numbers of the blocks (computed on demand: only tolerances use them)."""
-        l = np.linalg.eigvalsh(self.S)
-        return l[..., -1] / l[..., 0]
-
-    def jvp(self, dS):
-        W = self.W
-        return -_phi(W @ _sym(dS) @ _T(W)) @ W
-
-    def vjp(self, dW):
-        W = self.W
-        return _sym(-_T(W) @ _phi(dW @ _T(W)) @ W)
-
-
-class IterNorm(MatrixFunction):
-    r"""IterNorm as the matrix iteration: T Newton-Schulz steps on the
-    trace-normalized covariance (what framework implementations run), with
-    the forward-mode recurrence and the exact reverse sweep over the saved
-    iterates (``evaluation="newton"``)."""
-
-    name = "iter_norm"
-
-    def __init__(self, S, *, T=5, what="covariance", eps=None, scale=None):
-        S = _sym(S)
-        tr = self._trace(S, what, eps)
-        self.T = T
-        self.tr = tr
-        SN = S / tr[..., None, None]
-        self.SN = SN
-        with np.errstate(over="ignore", invalid="ignore"):
-            self.P = K.newton_schulz(np.ascontiguousarray(SN), T)  # (T+1, B, d, d)
-        self.W = self.P[T] / np.sqrt(tr)[..., None, None]
-        if not np.isfinite(self.W).all():
-            b = int(np.flatnonzero(~np.isfinite(self.W).all(axis=(-1, -2)))[0])
-            raise ValueError(
-                f"the Newton-Schulz iteration (evaluation='newton', T={T}) diverged on block {b} "
-                f"of the {what}: rounding breaks the commutation of the iterates with the "
-                f"ill-conditioned normalized covariance; evaluation='spectral' gives the exact value"
-            )
-        self.kappa = np.ones(S.shape[0]) * (1.0 + T)
-
-    @staticmethod
-    def _trace(S, what, eps):
-        tr = np.trace(S, axis1=-2, axis2=-1)
-        if not (tr > 0).all():
-            b = int(np.flatnonzero(~(tr > 0))[0])
-            raise ValueError(
-                f"the {what} of block {b} has trace {float(tr[b])!r} (eps={eps!r}): "
-                f"IterNorm divides by the trace; use eps > 0"
-            )
-        return tr
-
-    def jvp(self, dS):
-        dS = _sym(dS)
-        tr, SN, P = self.tr[..., None, None], self.SN, self.P
-        dtr = np.trace(dS, axis1=-2, axis2=-1)[..., None, None]
-        dSN = dS / tr - SN * (dtr / tr)
-        dP = np.zeros_like(SN)
-        for k in range(self.T):
-            Pk = P[k]
-            P2 = Pk @ Pk
-            dP = 1.5 * dP - 0.5 * ((dP @ P2 + Pk @ dP @ Pk + P2 @ dP) @ SN + P2 @ Pk @ dSN)
-        return dP / np.sqrt(tr) - 0.5 * self.W * (dtr / tr)
-
-    def vjp(self, dW):
-        tr, SN, P = self.tr[..., None, None], self.SN, self.P
-        G = dW / np.sqrt(tr)
-        dtr = -0.5 * np.sum(dW * self.W, axis=(-1, -2), keepdims=True) / tr
-        dSN = np.zeros_like(SN)
-        for k in range(self.T - 1, -1, -1):
-            Pk = P[k]
-            P2 = Pk @ Pk
-            dSN = dSN - 0.5 * _T(P2 @ Pk) @ G
-            G = 1.5 * G - 0.5 * (G @ _T(P2 @ SN) + _T(Pk) @ G @ _T(Pk @ SN) + _T(P2) @ G @ _T(SN))
-        d = SN.shape[-1]
-        dS = dSN / tr + (dtr - np.sum(dSN * SN, axis=(-1, -2), keepdims=True) / tr) * np.eye(d)
-        return _sym(dS)
-
-
-def newton_schulz_map(lam, T):
-    """``(p_T(lam), divided differences of p_T)``: the IterNorm polynomial and the
-    matrix ``(p_T(l_i) - p_T(l_j)) / (l_i - l_j)`` (``p_T'(l_i)`` on the diagonal).
-
-    ``p_0 = 1, p_{k+1} = (3 p_k - l p_k^3) / 2``; the divided differences
-    follow the same recursion without subtracting close values:
-    ``d_{k+1} = (3 d_k - p_i^3 - l_j d_k (p_i^2 + p_i p_j + p_j^2)) / 2``.
-    """
-    p = np.ones_like(lam)
-    dd = np.zeros(lam.shape + lam.shape[-1:])
-    lj = lam[..., None, :]
-    for _ in range(T):
-        pi, pj = p[..., :, None], p[..., None, :]
-        dd = 0.5 * (3.0 * dd - pi ** 3 - lj * dd * (pi * pi + pi * pj + pj * pj))
-        p = 0.5 * (3.0 * p - lam * p ** 3)
-    return p, dd
-
-
-class IterNormSpectral(MatrixFunction):
-    r"""IterNorm evaluated exactly: :math:`P_T = D\,p_T(\Lambda_N)\,D^	op`.
-
-    In exact arithmetic the Newton-Schulz iterates are polynomials in
-    :math:`\Sigma_N`, so :math:`P_T` is the spectral function :math:`p_T` of
-    :math:`\Sigma_N`; evaluating it in the eigenbasis gives the value the
-    iteration defines, to rounding, for every T.  (The matrix iteration
-    itself, :class:`IterNorm`, departs from it once the iterates have
-    converged: rounding breaks the commutation of :math:`P_k` with
-    :math:`\Sigma_N`, and the uncoupled Newton iteration amplifies that
-    error when :math:`\Sigma_N` is ill-conditioned.)  Derivatives through
-    the divided differences of :math:`p_T` (:func:`newton_schulz_map`), exact
-    at repeated eigenvalues.
-    """
-
-    name = "iter_norm"
-
-    def __init__(self, S, *, T=5, what="covariance", eps=None, scale=None):
-        S = _sym(S)
-        tr = IterNorm._trace(S, what, eps)
-        self.T, self.tr = T, tr
-        SN = S / tr[..., None, None]
-        self.SN = SN
-        lam, D = np.linalg.eigh(SN)
-        p, dd = newton_schulz_map(lam, T)
-        self.D, self.dd = D, dd
-        self.W = (D * (p / np.sqrt(tr)[..., None])[..., None, :]) @ _T(D)
-        # rounding sensitivity, for tolerances: T steps of three-term products
-        # (4 (1 + T)), and the eigenvector sensitivity 1 / gap that an
-        # eigh-based second opinion carries
-        self.lam = lam
-
-    @property
-    def kappa(self):
-        return 4.0 * (1.0 + self.T) * _gap_sensitivity(self.lam)
-
-    def _spectral(self, A):
-        D = self.D
-        return D @ (self.dd * (_T(D) @ A @ D)) @ _T(D)
-
-    def jvp(self, dS):
-        dS = _sym(dS)
-        tr = self.tr[..., None, None]
-        dtr = np.trace(dS, axis1=-2, axis2=-1)[..., None, None]
-        dSN = dS / tr - self.SN * (dtr / tr)
-        return self._spectral(dSN) / np.sqrt(tr) - 0.5 * self.W * (dtr / tr)
-
-    def vjp(self, dW):
-        tr = self.tr[..., None, None]
-        dtr = -0.5 * np.sum(dW * self.W, axis=(-1, -2), keepdims=True) / tr
-        dSN = self._spectral(_sym(dW) / np.sqrt(tr))
-        d = self.SN.shape[-1]
-        dS = dSN / tr + (dtr - np.sum(dSN * self.SN, axis=(-1, -2), keepdims=True) / tr) * np.eye(d)
-        return _sym(dS)
-
-
-METHODS = {"pca": PCA, "zca": ZCA, "cholesky": Cholesky, "iter_norm": IterNorm}
-
-#: ways to evaluate IterNorm's matrix (``evaluation`` keyword)
-EVALUATIONS = ("spectral", "newton")
-
-
-def whitening_matrix(S, method, *, T=5, evaluation="spectral", what="covariance", eps=None,
-                     scale=None):
-    """The :class:`MatrixFunction` of ``method`` at the stacked SPD matrices ``S``.
-
-    ``scale`` (per block, optional): the factor by which ``S`` was divided
-    (power-of-two rescaling), used only to report true eigenvalues in errors.
-    """
-    cls = METHODS[method]
-    if cls is IterNorm:
-        cls = IterNormSpectral if evaluation == "spectral" else IterNorm
-        return cls(S, T=T, what=what, eps=eps, scale=scale)
-    return cls(S, what=what, eps=eps, scale=scale)
-
-
 class FixedWhitening:
     """Eval-mode statistics: running mean (C,) and a running covariance (B, d, d)
     (the whitening matrix recomputed from it) or a running whitening matrix
@@ -512,20 +151,6 @@ class FixedWhitening:
         self.matrix = matrix
         self.estimate = estimate
         self.names = names
-
-
-class _GivenMatrix(MatrixFunction):
-    """A whitening matrix given directly (running average of whitening matrices)."""
-
-    def __init__(self, W):
-        self.W = W
-        self.kappa = np.ones(W.shape[0])
-
-    def jvp(self, dW):
-        return dW
-
-    def vjp(self, dW):
-        return dW
 
 
 class Whitening(Plan):
@@ -578,48 +203,38 @@ class Whitening(Plan):
         X = v.to_blocks(self.x)
         eye = np.eye(v.d)
         if self.fixed is None:
-            Xc, mu = K.center_rows(X)
-            self.mu = mu
-            # exact power-of-two rescaling of a block whose data would overflow
-            # the covariance (or underflow it): Z = W(S_s) Xc_s with Xc_s = 2^-k Xc
-            # and S_s = 4^-k S is the same Z as W(S) Xc.  Blocks with
-            # 2^-400 <= max|Xc| <= 2^400 (squares and sums far inside the
-            # float64 range) keep k = 0 and skip the scaling passes.
-            amax = np.abs(Xc).max(axis=(1, 2), initial=0.0)
-            k = np.frexp(np.where(np.isfinite(amax), amax, 1.0))[1]
-            if self.eps > 0:
-                k = np.maximum(k, np.frexp(np.sqrt(self.eps))[1])
-            safe = (amax >= 2.0 ** -400) & (amax <= 2.0 ** 400)
-            k = np.where(safe | ~(amax > 0) | ~np.isfinite(amax), 0, k)
-            self.k = k
-            self.scaled = bool(k.any())
-            Xc = self._unscale(Xc, -1)
-            G = K.gram(Xc) / v.m
-            with np.errstate(over="ignore"):  # the covariance itself may overflow (huge data)
-                self.data_cov = self._unscale(G, 2)
-            S = G + np.ldexp(self.eps, -2 * k)[:, None, None] * eye
+            S = self._batch_covariance(X)
             what = f"covariance of {self.name}"
+            k_cov = self.k
         else:
             self.k = np.zeros(v.B, dtype=np.int64)
             self.scaled = False
             mu = v.channel_blocks(self.fixed.mean)[..., 0]
-            Xc = X - mu[..., None]
-            S = _sym(self.fixed.matrix) + self.eps * eye
+            self.Xc = X - mu[..., None]
+            # exact power-of-two rescaling of running covariances near the
+            # float64 limits (Sigma = 4^k Sigma_s, W(Sigma) = 2^-k W(Sigma_s))
+            M = self.fixed.matrix
+            top = np.maximum(np.abs(M).max(axis=(1, 2), initial=0.0), abs(self.eps))
+            k_cov = self._exponents(np.sqrt(top))
+            S = _sym(np.ldexp(M, -2 * k_cov[:, None, None])) + \
+                np.ldexp(self.eps, -2 * k_cov)[:, None, None] * eye
             what = f"running covariance of {self.name}"
         # a block with NaN / inf data gets NaN output; the others are unaffected
         bad = ~np.isfinite(S).all(axis=(1, 2))
         with np.errstate(over="ignore"):  # (a message-only factor: inf for 1e300 data is fine)
-            unscale = np.ldexp(1.0, 2 * self.k)
+            unscale = np.ldexp(1.0, 2 * k_cov)
         if self.fixed is not None and self.fixed.estimate == "whitening":
-            self.fn = _GivenMatrix(self.fixed.matrix)
+            self.fn = GivenMatrix(self.fixed.matrix)
         else:
-            self.fn = whitening_matrix(np.where(bad[:, None, None], eye, S), self.method, T=self.T,
-                                       evaluation=self.evaluation, what=what, eps=self.eps,
-                                       scale=unscale)
+            fn = whitening_matrix(np.where(bad[:, None, None], eye, S), self.method, T=self.T,
+                                  evaluation=self.evaluation, what=what, eps=self.eps,
+                                  scale=unscale)
+            if self.fixed is not None and k_cov.any():
+                fn = ScaledMatrix(fn, k_cov)
             if bad.any():
-                self.fn.W = np.where(bad[:, None, None], np.nan, self.fn.W)
-        self.Xc = Xc
-        Z = self.fn.W @ Xc
+                fn.W = np.where(bad[:, None, None], np.nan, fn.W)
+            self.fn = fn
+        Z = self.fn.W @ self.Xc
         self.Z = Z
         Yb = self.weight @ Z if self.coloring else Z
         y = v.from_blocks(Yb)
@@ -627,9 +242,47 @@ class Whitening(Plan):
             y = y * self.weight.reshape(v.affine_shape)
         if self.bias is not None:
             y = y + self.bias.reshape(v.affine_shape)
-        if self.on_forward is not None:
-            self.on_forward(self)
         return y
+
+    @staticmethod
+    def _exponents(ref):
+        """Per block, ``k`` with ``ref < 2^k`` where ``ref`` (a magnitude) lies outside
+        ``[2^-400, 2^400]``, else 0 (squares and sums stay far inside the float64 range)."""
+        ok = np.isfinite(ref) & (ref > 0)
+        k = np.frexp(np.where(ok, ref, 1.0))[1].astype(np.int64)
+        return np.where(ok & ((ref < 2.0 ** -400) | (ref > 2.0 ** 400)), k, 0)
+
+    def _batch_covariance(self, X):
+        """Centre the blocks and form ``Sigma = Xc Xc^T / m + eps I``, rescaled where needed.
+
+        Exact power-of-two rescaling: with ``Xc_s = 2^-k Xc`` and ``Sigma_s =
+        4^-k Sigma``, ``Z = W(Sigma_s) Xc_s`` is the same Z as ``W(Sigma) Xc``.
+        ``k`` comes from the larger of max|x - mean| and sqrt|eps| (so a
+        constant block with a tiny eps is scaled too) and is 0 for blocks
+        between 2^-400 and 2^400.  Blocks holding values near the float64
+        maximum are centred at a quarter scale, so ``x - mean`` cannot
+        overflow.
+        """
+        v = self.view
+        top = np.abs(X).max(axis=(1, 2), initial=0.0)
+        j = np.where(top >= 2.0 ** 1021, 2, 0)
+        if j.any():
+            X = np.ldexp(X, -j[:, None, None])
+        Xc, mu = K.center_rows(X)
+        self.mu = np.ldexp(mu, j[:, None]) if j.any() else mu
+        amax = np.abs(Xc).max(axis=(1, 2), initial=0.0)
+        with np.errstate(over="ignore"):
+            ref = np.maximum(np.ldexp(amax, j), np.sqrt(abs(self.eps)))
+        k = self._exponents(ref)
+        self.k = k
+        self.scaled = bool(k.any())
+        if (j - k).any():
+            Xc = np.ldexp(Xc, (j - k)[:, None, None])
+        self.Xc = Xc
+        G = K.gram(Xc) / v.m
+        with np.errstate(over="ignore"):  # the covariance itself may overflow (huge data)
+            self.data_cov = self._unscale(G, 2)
+        return G + np.ldexp(self.eps, -2 * k)[:, None, None] * np.eye(v.d)
 
     def _unscale(self, a, power):
         """``a * 2^(power k)`` per block (exact); ``a`` itself when no block is rescaled."""
@@ -672,19 +325,23 @@ class Whitening(Plan):
         if self.coloring:
             grads["weight"] = dZ @ _T(self.Z)
             dZ = _T(self.weight) @ dZ
-        W, Xc = self.fn.W, self.Xc
-        dW = dZ @ _T(Xc)
-        dXc = _T(W) @ dZ
-        if self.fixed is None:
-            dS = self.fn.vjp(dW)
-            dXc = dXc + (2.0 / v.m) * (dS @ Xc)
-            dX = self._unscale(dXc - dXc.mean(axis=-1, keepdims=True), -1)
-        else:
-            dX = dXc
-            grads[self.fixed.names[0]] = -dXc.sum(axis=-1).reshape(-1)
-            grads[self.fixed.names[1]] = self.fn.vjp(dW)
-        grads["input"] = v.from_blocks(dX)
+        # the whitening core is linear in dZ, which a huge recovery weight makes
+        # huge: apply it band by band (exact powers of two, numerics.apply_banded)
+        grads.update(apply_banded(self._core_vjp, [dZ]))
         return grads
+
+    def _core_vjp(self, dZ):
+        """Cotangents of the input (and of the running estimates in eval) for ``dZ``."""
+        v = self.view
+        fn, Xc = self.fn, self.Xc
+        dXc = _T(fn.W) @ dZ
+        if self.fixed is None:
+            dXc = dXc + (2.0 / v.m) * fn.vjp_apply(dZ, Xc)
+            dX = self._unscale(dXc - dXc.mean(axis=-1, keepdims=True), -1)
+            return {"input": v.from_blocks(dX)}
+        return {"input": v.from_blocks(dXc),
+                self.fixed.names[0]: -dXc.sum(axis=-1).reshape(-1),
+                self.fixed.names[1]: fn.vjp(dZ @ _T(Xc))}
 
     def jvp(self, tangents):
         y = self.forward()
@@ -693,20 +350,21 @@ class Whitening(Plan):
         v = self.view
         t = {k: (None if tangents.get(k) is None else np.asarray(tangents[k], dtype=np.float64))
              for k in self.params}
-        Xc = self.Xc
+        fn, Xc = self.fn, self.Xc
         tX = t["input"]
         tXc = np.zeros_like(Xc) if tX is None else v.to_blocks(tX)
         if self.fixed is None:
             tXc = self._unscale(tXc - tXc.mean(axis=-1, keepdims=True), -1)
             tS = (tXc @ _T(Xc) + Xc @ _T(tXc)) / v.m
-            tW = self.fn.jvp(tS)
+            tZ = fn.jvp_apply(tS, Xc) + fn.W @ tXc
         else:
             tm = t[self.fixed.names[0]]
             if tm is not None:
                 tXc = tXc - v.channel_blocks(tm)
             tM = t[self.fixed.names[1]]
-            tW = np.zeros_like(self.fn.W) if tM is None else self.fn.jvp(tM)
-        tZ = tW @ Xc + self.fn.W @ tXc
+            tZ = fn.W @ tXc
+            if tM is not None:
+                tZ = tZ + fn.jvp_apply(tM, Xc)
         if self.coloring:
             tY = self.weight @ tZ
             if t.get("weight") is not None:

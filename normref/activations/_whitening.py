@@ -10,10 +10,11 @@ import numbers
 
 import numpy as np
 
-from ..numerics import as_float64, as_optional_float64, check_finite_scalar
+from ..numerics import (all_finite, as_float64, as_optional_float64, check_choice,
+                        check_finite_scalar, check_flag)
 from ..registry import Case, Spec, register
 from ..whiten import EVALUATIONS, METHODS, BlockView, FixedWhitening, Whitening
-from ._common import eps_value, input_array, positive_int
+from ._common import commit_updates, eps_value, input_array, positive_int, running_buffer
 
 __all__ = ["bind_batch_whitening", "bind_group_whitening", "register_batch_whitening",
            "batch_examples", "steps", "BATCH_CONVENTIONS", "BATCH_DOC"]
@@ -64,9 +65,7 @@ def steps(T):
 
 
 def _evaluation(evaluation):
-    if evaluation not in EVALUATIONS:
-        raise ValueError(f"evaluation must be one of {EVALUATIONS}, got {evaluation!r}")
-    return evaluation
+    return check_choice("evaluation", evaluation, EVALUATIONS)
 
 
 def _recovery(weight, bias, C, B, d, allow_coloring):
@@ -91,17 +90,6 @@ def _group_size(group_size, C):
     return g
 
 
-def _running_buffer(name, buf, shape):
-    if not isinstance(buf, np.ndarray):
-        raise TypeError(f"{name} must be a numpy array (updated in place), got {type(buf).__name__}")
-    as_float64(name, buf)
-    if buf.shape != shape:
-        raise ValueError(f"{name} has shape {buf.shape}, expected {shape}")
-    if not buf.flags.writeable:
-        raise ValueError(f"{name} must be writeable: it is updated in place")
-    return buf
-
-
 def bind_batch_whitening(method, name, input, running_mean=None, running_cov=None, weight=None,
                          bias=None, training=True, momentum=0.1, eps=1e-5, *, group_size=None, T=5,
                          evaluation="spectral", running_estimate="covariance",
@@ -115,8 +103,10 @@ def bind_batch_whitening(method, name, input, running_mean=None, running_cov=Non
     eps = eps_value(eps)
     T = steps(T)
     evaluation = _evaluation(evaluation)
-    if running_estimate not in ("covariance", "whitening"):
-        raise ValueError(f"running_estimate must be 'covariance' or 'whitening', got {running_estimate!r}")
+    check_choice("running_estimate", running_estimate, ("covariance", "whitening"))
+    training = check_flag("training", training)
+    unbiased = check_flag("running_cov_unbiased", running_cov_unbiased)
+    momentum = check_finite_scalar("momentum", momentum)
     cov_shape = (view.B, g, g)
     if not training:
         for nm, buf in (("running_mean", running_mean), ("running_cov", running_cov)):
@@ -137,23 +127,25 @@ def bind_batch_whitening(method, name, input, running_mean=None, running_cov=Non
             f"Expected more than 1 value per channel when training, got input of shape {x.shape}: "
             f"the batch covariance of one observation is undefined"
         )
-    momentum = check_finite_scalar("momentum", momentum)
-    rm = None if running_mean is None else _running_buffer("running_mean", running_mean, (C,))
-    rc = None if running_cov is None else _running_buffer("running_cov", running_cov, cov_shape)
-    unbiased = bool(running_cov_unbiased)
+    rm = None if running_mean is None else running_buffer("running_mean", running_mean, (C,))
+    rc = None if running_cov is None else running_buffer(
+        "running_cov", running_cov, cov_shape, "C/group_size blocks of group_size x group_size")
 
     def update(plan):
         if plan.empty:
             return
-        if rm is not None:
-            rm[...] = (1.0 - momentum) * rm.astype(np.float64) + momentum * plan.mu.reshape(-1)
-        if rc is not None:
-            if running_estimate == "whitening":
-                est = plan.whitening_matrices()
-            else:
-                m = view.m
-                est = plan.data_cov * (m / (m - 1) if unbiased else 1.0)
-            rc[...] = (1.0 - momentum) * rc.astype(np.float64) + momentum * est
+        updates = []
+        for nm, buf, est in (("running_mean", rm, lambda: plan.mu.reshape(-1)),
+                             ("running_cov", rc, lambda: plan.whitening_matrices()
+                              if running_estimate == "whitening"
+                              else plan.data_cov * (view.m / (view.m - 1) if unbiased else 1.0))):
+            if buf is None:
+                continue
+            old, batch = buf.astype(np.float64), est()
+            with np.errstate(over="ignore", invalid="ignore"):
+                new = (1.0 - momentum) * old + momentum * batch
+            updates.append((nm, buf, new, all_finite(old, batch)))
+        commit_updates(name, updates)
 
     return Whitening(x, view, method, eps=eps, T=T, evaluation=evaluation, weight=w, bias=b, name=name,
                      on_forward=update if (rm is not None or rc is not None) else None)
@@ -167,8 +159,7 @@ def bind_group_whitening(input, num_groups, weight, bias, eps, *, T=5, method="i
     G = positive_int("num_groups", num_groups)
     if C % G:
         raise ValueError(f"num_groups={G} must divide the number of channels C={C} (input shape {x.shape})")
-    if method not in METHODS:
-        raise ValueError(f"method must be one of {sorted(METHODS)}, got {method!r}")
+    check_choice("method", method, tuple(sorted(METHODS)))
     view = BlockView(x.shape, "sample", G)
     w, b = _recovery(weight, bias, C, view.B, G, False)
     return Whitening(x, view, method, eps=eps_value(eps), T=steps(T), evaluation=_evaluation(evaluation),

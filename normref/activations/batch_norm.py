@@ -7,8 +7,9 @@ from .. import reference
 from ..partition import Partition
 from ..registry import Case, Spec, register
 from ..standardize import FixedStats, Standardization
-from ._common import RunningStats, affine_param, channel_axis_of, eps_value, input_array
-from ..numerics import as_float64, check_shape
+from ._common import (RunningStats, affine_param, channel_axis_of, eps_value, input_array,
+                      running_options)
+from ..numerics import as_float64, check_flag, check_shape
 
 __all__ = ["batch_norm"]
 
@@ -20,11 +21,11 @@ def channel_partition(name, x, axis):
     return Partition(name, (before, x.shape[axis], after), group_axes=(1,), affine_axes=(1,))
 
 
-def running_buffers_fixed(running_mean, running_var, C):
+def running_buffers_fixed(running_mean, running_var, C, flag="training=False"):
     """Running statistics as the fixed statistics of eval mode (differentiable)."""
     for name, buf in (("running_mean", running_mean), ("running_var", running_var)):
         if buf is None:
-            raise ValueError(f"{name} is required when training=False (eval mode uses running statistics)")
+            raise ValueError(f"{name} is required when {flag} (eval mode uses running statistics)")
     rm = as_float64("running_mean", running_mean)
     rv = as_float64("running_var", running_var)
     check_shape("running_mean", rm, (C,), "one value per channel")
@@ -43,6 +44,9 @@ def _bind(input, running_mean, running_var, weight=None, bias=None, training=Fal
     w = affine_param("weight", weight, (C,), ctx)
     b = affine_param("bias", bias, (C,), ctx)
     eps = eps_value(eps)
+    training = check_flag("training", training)
+    options = running_options(momentum, momentum_convention, running_var_unbiased,
+                              num_batches_tracked)
     if not training:
         return Standardization(x, part, eps=eps, weight=w, bias=b,
                                fixed=running_buffers_fixed(running_mean, running_var, C))
@@ -52,6 +56,7 @@ def _bind(input, running_mean, running_var, weight=None, bias=None, training=Fal
             f"Expected more than 1 value per channel when training, got input of shape {x.shape} "
             f"(channel axis {ax}): the batch variance of one value is undefined"
         )
+    momentum, momentum_convention, running_var_unbiased, num_batches_tracked = options
     running = RunningStats(running_mean, running_var, C, momentum=momentum,
                            momentum_convention=momentum_convention,
                            unbiased=running_var_unbiased,

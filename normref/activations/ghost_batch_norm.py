@@ -7,7 +7,8 @@ from .. import reference
 from ..partition import Partition
 from ..registry import Case, Spec, register
 from ..standardize import Standardization
-from ._common import RunningStats, affine_param, eps_value, input_array, positive_int
+from ..numerics import check_flag
+from ._common import RunningStats, affine_param, eps_value, input_array, positive_int, running_options
 from .batch_norm import channel_partition, running_buffers_fixed
 
 __all__ = ["ghost_batch_norm"]
@@ -23,6 +24,8 @@ def _bind(input, virtual_batch_size, running_mean=None, running_var=None, weight
     w = affine_param("weight", weight, (C,), ctx)
     b = affine_param("bias", bias, (C,), ctx)
     eps = eps_value(eps)
+    training = check_flag("training", training)
+    momentum = running_options(momentum)[0]
     if not training:
         return Standardization(x, channel_partition("ghost_batch_norm", x, 1), eps=eps,
                                weight=w, bias=b,
@@ -37,12 +40,12 @@ def _bind(input, virtual_batch_size, running_mean=None, running_var=None, weight
             f"virtual_batch_size={v} and input of shape {x.shape}"
         )
     part = Partition("ghost_batch_norm", (N // v, v, C, HW), group_axes=(0, 2), affine_axes=(2,))
-    running = RunningStats(running_mean, running_var, C, momentum=momentum)
+    running = RunningStats(running_mean, running_var, C, momentum=momentum, owner="ghost_batch_norm")
 
     def update(plan):
         means, variances = plan.group_mean(), plan.group_var()
-        for k in range(means.shape[0]):  # one update per ghost batch, in order
-            running.update(means[k], variances[k], v * HW)
+        # one update per ghost batch, in order
+        running.update_many([(means[k], variances[k], v * HW) for k in range(means.shape[0])])
 
     return Standardization(x, part, eps=eps, weight=w, bias=b,
                            on_forward=update if running.active else None)

@@ -4,6 +4,7 @@ from __future__ import annotations
 import numpy as np
 
 from .. import reference
+from ..numerics import check_choice
 from ..partition import Partition
 from ..registry import Case, Spec, register
 from ..standardize import Standardization
@@ -26,12 +27,8 @@ def channel_groups(x, num_groups):
 def _bind(input, num_groups, weight=None, bias=None, eps=1e-5, *, affine="channel"):
     x = input_array(input, 2)
     N, C, HW, G = channel_groups(x, num_groups)
-    if affine == "channel":
-        pshape, axes = (C,), (1, 2)
-    elif affine == "group":
-        pshape, axes = (G,), (1,)
-    else:
-        raise ValueError(f"affine must be 'channel' or 'group', got {affine!r}")
+    check_choice("affine", affine, ("channel", "group"))
+    pshape, axes = ((C,), (1, 2)) if affine == "channel" else ((G,), (1,))
     part = Partition("group_norm", (N, G, C // G, HW), group_axes=(0, 1), affine_axes=axes)
     ctx = f"affine={affine!r}, input shape {x.shape}, num_groups {G}"
     w = affine_param("weight", weight, pshape, ctx)

@@ -7,7 +7,8 @@ from .. import reference
 from ..partition import Partition
 from ..registry import Case, Spec, register
 from ..standardize import Standardization
-from ._common import RunningStats, affine_param, eps_value, input_array
+from ..numerics import check_flag
+from ._common import RunningStats, affine_param, eps_value, input_array, running_options
 from .batch_norm import running_buffers_fixed
 
 __all__ = ["instance_norm"]
@@ -23,15 +24,18 @@ def _bind(input, running_mean=None, running_var=None, weight=None, bias=None,
     w = affine_param("weight", weight, (C,), ctx)
     b = affine_param("bias", bias, (C,), ctx)
     eps = eps_value(eps)
+    use_input_stats = check_flag("use_input_stats", use_input_stats)
+    momentum = running_options(momentum)[0]
     if not use_input_stats:
         return Standardization(x, part, eps=eps, weight=w, bias=b,
-                               fixed=running_buffers_fixed(running_mean, running_var, C))
+                               fixed=running_buffers_fixed(running_mean, running_var, C,
+                                                           "use_input_stats=False"))
     if HW == 1:
         raise ValueError(
             f"Expected more than 1 spatial element when training, got input of shape {x.shape}: "
             "instance statistics of one value are undefined"
         )
-    running = RunningStats(running_mean, running_var, C, momentum=momentum)
+    running = RunningStats(running_mean, running_var, C, momentum=momentum, owner="instance_norm")
 
     def update(plan):
         # PyTorch: average over the batch of the per-instance statistics

@@ -14,25 +14,27 @@ from ._common import affine_param, eps_value, input_array
 __all__ = ["layer_norm"]
 
 
+def _is_int(n):
+    return isinstance(n, numbers.Integral) and not isinstance(n, (bool, np.bool_))
+
+
 def normalized_shape_of(input, normalized_shape):
-    """Validate ``normalized_shape`` against the trailing axes of ``input``."""
-    if isinstance(normalized_shape, numbers.Integral) and not isinstance(normalized_shape, bool):
-        normalized_shape = (int(normalized_shape),)
-    if isinstance(normalized_shape, (str, bytes)) or any(
-        isinstance(n, bool) or not isinstance(n, numbers.Integral)
-        for n in (normalized_shape if hasattr(normalized_shape, "__iter__") else [None])
-    ):
-        raise TypeError(
-            f"normalized_shape must be an int or a tuple of ints, got {normalized_shape!r}"
-        )
-    try:
+    """Validate ``normalized_shape`` against the trailing axes of ``input``.
+
+    An int or a tuple / list of ints (``torch.Size`` is a tuple); anything
+    else (a generator, an array, floats, strings) is a TypeError.
+    """
+    if _is_int(normalized_shape):
+        shape = (int(normalized_shape),)
+    elif isinstance(normalized_shape, (tuple, list)) and all(_is_int(n) for n in normalized_shape):
         shape = tuple(int(n) for n in normalized_shape)
-    except TypeError:
+    else:
         raise TypeError(
-            f"normalized_shape must be an int or a tuple of ints, got {normalized_shape!r}"
-        ) from None
+            f"normalized_shape must be an int or a tuple of ints, got "
+            f"{type(normalized_shape).__name__} {normalized_shape!r:.60}"
+        )
     k = len(shape)
-    if k == 0 or input.shape[input.ndim - k:] != shape or input.ndim < k:
+    if k == 0 or input.ndim < k or input.shape[input.ndim - k:] != shape:
         raise ValueError(
             f"normalized_shape {shape} must equal the trailing dimensions of input, "
             f"got input of shape {input.shape}"

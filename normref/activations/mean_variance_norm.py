@@ -3,7 +3,10 @@ from __future__ import annotations
 
 import numbers
 
+import numpy as np
+
 from .. import reference
+from ..numerics import check_choice
 from ..partition import Partition
 from ..registry import Case, Spec, register
 from ..standardize import Standardization
@@ -13,12 +16,15 @@ __all__ = ["mean_variance_norm"]
 
 
 def _axes_of(x, axes):
-    if isinstance(axes, numbers.Integral) and not isinstance(axes, bool):
+    """``axes`` as a sorted tuple of distinct non-negative axes of ``x`` (an int or ints)."""
+    def is_int(a):
+        return isinstance(a, numbers.Integral) and not isinstance(a, (bool, np.bool_))
+
+    if is_int(axes):
         axes = (axes,)
-    try:
-        axes = tuple(int(a) for a in axes)
-    except TypeError:
-        raise TypeError(f"axes must be an int or a tuple of ints, got {axes!r}") from None
+    if not isinstance(axes, (tuple, list)) or not all(is_int(a) for a in axes):
+        raise TypeError(f"axes must be an int or a tuple of ints, got {type(axes).__name__} {axes!r:.60}")
+    axes = tuple(int(a) for a in axes)
     for a in axes:
         if not -x.ndim <= a < x.ndim:
             raise ValueError(f"axes {axes} out of range for input of shape {x.shape}")
@@ -31,8 +37,7 @@ def _axes_of(x, axes):
 def _bind(input, axes=(0, 2, 3), eps=1e-9, *, eps_placement="std"):
     x = input_array(input, 1)
     ax = _axes_of(x, axes)
-    if eps_placement not in ("std", "variance"):
-        raise ValueError(f"eps_placement must be 'std' or 'variance', got {eps_placement!r}")
+    check_choice("eps_placement", eps_placement, ("std", "variance"))
     groups = tuple(a for a in range(x.ndim) if a not in ax)
     part = Partition("mean_variance_norm", x.shape, group_axes=groups)
     return Standardization(x, part, eps=eps_value(eps), eps_outside=eps_placement == "std")

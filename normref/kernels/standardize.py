@@ -23,7 +23,8 @@ Per group the statistics kernel stores
 * ``scale = 2**-k``: a power of two applied to ``d`` before squaring when the
   plain sums overflow or underflow (huge or subnormal data); 1 otherwise;
 * ``F``: the multiplier such that ``xhat = (x * scale - mu_hi * scale - mu_lo) * F``;
-* ``c``: the coefficient of the rank-one term of the Jacobian (below);
+* ``c``: the coefficient of the rank-one term of the Jacobian in scaled
+  deviations, ``c f^2`` (below);
 * ``var``: the biased variance (or mean square, for scale-only).
 
 The variance is the corrected two-pass formula
@@ -34,11 +35,16 @@ Jacobian of the normalized group with respect to its input (``f`` the
 multiplier as a function of the variance ``v``; ``c = 2 f'(v) / f^3``)::
 
     A = f * (I - [center] 1 1^T / n + c * xhat xhat^T / n)
+      = f * (I - [center] 1 1^T / n) + (c f^2) * d d^T / n,   d = x - mean
 
 which is symmetric, so the same kernel applies it for VJPs and JVPs:
 ``c = -1`` for ``f = (v + eps)^{-1/2}`` (eps inside the root), ``c = -(s + eps)/s``
 for ``f = 1 / (s + eps)``, ``s = sqrt(v)`` (eps added to the standard
-deviation), ``c = 0`` for fixed (running) statistics.
+deviation), ``c = 0`` for fixed (running) statistics.  The kernels store and
+use ``c f^2`` (``-f^2``, ``-1 / (s (s + eps))``, 0) with the deviations
+``d`` rather than ``c`` with ``xhat``: when eps dwarfs the standard deviation
+``c`` itself overflows (eps / s > 1e308) while ``c f^2`` and the rank-one
+term do not.
 """
 from __future__ import annotations
 
@@ -165,19 +171,19 @@ def _row_proj_sums(xr, vr, s, as_, b0, f, gr, has_g, pgr, pbr, want):
 
 @njit(**_JIT)
 def _row_proj_out(xr, vr, outr, s, as_, b0, f, g, m1, m2):
-    """out = ((v g - m1 + m2 xhat) f) s with scalar g."""
+    """out = ((v g - m1) f + m2 d) s with scalar g, d the scaled deviation."""
     for i in range(xr.size):
-        xh = ((xr[i] * s + as_) - b0) * f
-        outr[i] = ((vr[i] * g - m1 + m2 * xh) * f) * s
+        d = (xr[i] * s + as_) - b0
+        outr[i] = ((vr[i] * g - m1) * f + m2 * d) * s
 
 
 @njit(**_JIT)
 def _row_proj_out_vec(xr, vr, outr, s, as_, b0, f, gr, has_g, m1, m2):
-    """out = ((v gamma - m1 + m2 xhat) f) s with per-element gamma."""
+    """out = ((v gamma - m1) f + m2 d) s with per-element gamma."""
     for i in range(xr.size):
-        xh = ((xr[i] * s + as_) - b0) * f
+        d = (xr[i] * s + as_) - b0
         w = vr[i] * gr[i] if has_g else vr[i]
-        outr[i] = ((w - m1 + m2 * xh) * f) * s
+        outr[i] = ((w - m1) * f + m2 * d) * s
 
 
 # -- statistics of one group -----------------------------------------------------
@@ -276,7 +282,8 @@ def _group_stats(x, sh, st, g1, g2, center, eps, eps_outside):
             den = sd + es
             # den <= 0 (negative eps): undefined, the NaN is reported by the caller
             F = 1.0 / den if den > 0.0 else math.nan
-            c = -den / sd if sd > 0.0 else 0.0
+            # c f^2 = -1 / (s (s + eps)): finite where c = -(s + eps) / s overflows
+            c = -1.0 / (sd * den) if sd > 0.0 and den > 0.0 else 0.0
     else:
         es = (eps * scale) * scale  # 0 for eps = 0 (scale * scale may overflow)
         if math.isinf(es):
@@ -284,19 +291,21 @@ def _group_stats(x, sh, st, g1, g2, center, eps, eps_outside):
             F = (1.0 / math.sqrt(eps)) / scale
         else:
             F = 1.0 / math.sqrt(v + es)
-        c = -1.0
+        c = -(F * F)  # c f^2 with c = -1
     return mu_hi, mu_lo, scale, F, c, var
 
 
 # -- kernels -------------------------------------------------------------------------
 def _standardize_forward(x, sh, st, ps, gamma, beta, has_gamma, has_beta, center, eps,
-                         eps_outside, fixed_mean, fixed_var, use_fixed, y,
+                         eps_outside, fixed_mean, fixed_rstd, fixed_scale, use_fixed, y,
                          mu_hi, mu_lo, scale, F, c, var):
     """Statistics and output of every group, fused so each group is read hot.
 
-    ``fixed_mean`` / ``fixed_var`` (one value per group) replace the batch
-    statistics when ``use_fixed`` (running statistics: ``F = (var + eps)^-1/2``,
-    ``c = 0``).  Writes the per-group statistics into the 1-D arrays.
+    ``fixed_mean`` / ``fixed_rstd`` (one value per group: the mean and
+    ``(var + eps)^-1/2``) replace the batch statistics when ``use_fixed``
+    (running statistics, ``c = 0``), the deviations formed at ``fixed_scale``
+    (1, or 1/2 for data near the float64 maximum, so that ``x - mean``
+    cannot overflow).  Writes the per-group statistics into the 1-D arrays.
     """
     G2, R1, R2, R3 = sh[1], sh[2], sh[3], sh[4]
     st0, st1, st2, st3 = st[0], st[1], st[2], st[3]
@@ -305,7 +314,8 @@ def _standardize_forward(x, sh, st, ps, gamma, beta, has_gamma, has_beta, center
         g1 = g // G2
         g2 = g - g1 * G2
         if use_fixed:
-            a, b0, s, f, cc, vv = fixed_mean[g], 0.0, 1.0, 1.0 / math.sqrt(fixed_var[g] + eps), 0.0, fixed_var[g]
+            a, b0, s, f, cc, vv = (fixed_mean[g], 0.0, fixed_scale, fixed_rstd[g] / fixed_scale,
+                                   0.0, 0.0)
         else:
             a, b0, s, f, cc, vv = _group_stats(x, sh, st, g1, g2, center, eps, eps_outside)
         as_ = -(a * s)
@@ -402,8 +412,9 @@ def _standardize_project(x, sh, st, ps, gamma, has_gamma, v, center, mu_hi, mu_l
             sum_v[g] = s1
             sum_vx[g] = s2
             m1 = s1 / n if center else 0.0
-            # c = 0 (fixed statistics): no rank-one term, even where s2 is NaN
-            m2 = c[g] * (s2 / n) if c[g] != 0.0 else 0.0
+            # c = 0 (fixed statistics): no rank-one term, even where s2 is NaN;
+            # s2 = 0 (a constant group): none either, even where c f^2 overflows
+            m2 = c[g] * (s2 / n) if c[g] != 0.0 and s2 != 0.0 else 0.0
             for r1 in range(R1):
                 for r2 in range(R2):
                     b = g0 + r1 * st2 + r2 * st3
@@ -440,23 +451,24 @@ standardize_xhat = Kernel(_standardize_xhat, **_JIT)
 
 
 @njit(**_JIT)
-def standardize_jacobian(idx, xh, gam, f, c, center, J):
+def standardize_jacobian(idx, xh, gam, f, cf, center, J):
     """Write the dense Jacobian of every group into the zero matrix ``J`` (2-D).
 
     ``idx[g]`` are the flat positions of group g's elements, ``xh[g]`` their
-    normalized values, ``gam[g]`` their gamma (ones without affine); block
-    ``J[idx_a, idx_b] = gam_a f_g (delta_ab - center / n + c_g xh_a xh_b / n)``.
+    normalized values, ``gam[g]`` their gamma (ones without affine), ``f[g]``
+    the multiplier and ``cf[g] = c_g f_g``; block
+    ``J[idx_a, idx_b] = gam_a (f_g (delta_ab - center / n) + cf_g xh_a xh_b / n)``.
     """
     G, n = idx.shape
     for g in range(G):
         fg = f[g]
-        cg = c[g] / n
+        cg = cf[g] / n
         for a in range(n):
             row = idx[g, a]
-            ga = gam[g, a] * fg
+            ga = gam[g, a]
             xa = cg * xh[g, a]
             for b in range(n):
-                v = xa * xh[g, b] - center / n
-                if a == b:
-                    v += 1.0
+                v = fg * ((1.0 if a == b else 0.0) - center / n)
+                if cg != 0.0:
+                    v += xa * xh[g, b]
                 J[row, idx[g, b]] = ga * v

@@ -11,6 +11,8 @@ call goes through the one OpenBLAS NumPy's LAPACK also uses (see
 """
 from __future__ import annotations
 
+import math
+
 import numpy as np
 from numba import njit, prange  # noqa: F401
 
@@ -20,17 +22,30 @@ __all__ = ["center_rows", "gram", "newton_schulz", "lower_inverse"]
 
 
 @njit(cache=True, fastmath=False)
-def _neumaier_mean(row):
+def _neumaier_sum(row, scale):
     s = 0.0
     c = 0.0
-    for v in row:
+    for x in row:
+        v = x * scale
         t = s + v
         if abs(s) >= abs(v):
             c += (s - t) + v
         else:
             c += (v - t) + s
         s = t
-    return (s + c) / row.shape[0]
+    return s + c
+
+
+@njit(cache=True, fastmath=False)
+def _neumaier_mean(row):
+    """Compensated mean; when the sum overflows (values near the float64
+    maximum), the mean of the values divided by n (then corrected by the
+    second pass of the caller)."""
+    n = row.shape[0]
+    t = _neumaier_sum(row, 1.0)
+    if math.isfinite(t):
+        return t / n
+    return _neumaier_sum(row, 1.0 / n)
 
 
 @parallel_kernel(cache=True, fastmath=False)
@@ -76,15 +91,35 @@ def gram(Xc):
     return lower + np.swapaxes(np.tril(G, -1), 1, 2)
 
 
-def newton_schulz(SN, T):
-    """The IterNorm iterates ``P_0 = I, P_{k+1} = (3 P_k - P_k^3 S_N) / 2``: (T+1, B, d, d)."""
+def newton_schulz(SN, T, max_steps, history, check=None):
+    """The IterNorm iterates ``P_0 = I, P_{k+1} = (3 P_k - P_k^3 S_N) / 2``, until step T
+    or until they repeat: ``(P, cycle)``.
+
+    ``P`` stacks ``P_0 .. P_n`` as (n+1, B, d, d).  ``cycle`` is
+    ``(start, period)`` when ``P_{n+1}`` equals ``P_{n+1-period}`` bitwise
+    (``period <= history``): the sequence is then periodic from ``start`` and
+    ``P_k = P[start + (k - start) % period]`` for every k > n; else None, and
+    n = min(T, max_steps).  A non-finite iterate stops the loop (the caller
+    reports the divergence).  ``check(n_stacks)``, if given, is called before
+    each new iterate is stored (a memory limit).
+    """
     SN = np.ascontiguousarray(SN, dtype=np.float64)
-    P = np.empty((T + 1,) + SN.shape)
-    P[0] = np.eye(SN.shape[-1])
-    for k in range(T):
-        Pk = P[k]
-        P[k + 1] = 1.5 * Pk - 0.5 * (Pk @ Pk @ Pk @ SN)
-    return P
+    P = [np.broadcast_to(np.eye(SN.shape[-1]), SN.shape).copy()]
+    cycle = None
+    while len(P) - 1 < min(T, max_steps):
+        Pk = P[-1]
+        nxt = 1.5 * Pk - 0.5 * (Pk @ Pk @ Pk @ SN)
+        period = next((q for q in range(1, min(history, len(P)) + 1)
+                       if np.array_equal(P[-q], nxt)), None)
+        if period is not None:
+            cycle = (len(P) - period, period)
+            break
+        if check is not None:
+            check(len(P) + 1)
+        P.append(nxt)
+        if not np.isfinite(nxt).all():
+            break
+    return np.stack(P), cycle
 
 
 @parallel_kernel(cache=True, fastmath=False)
