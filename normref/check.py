@@ -17,6 +17,7 @@ The test-suite asserts the same measures (tests/test_registry.py).
 from __future__ import annotations
 
 import math
+import numbers
 import time
 
 import numpy as np
@@ -245,6 +246,8 @@ def run(names=None, seed=0, out=print):
     exception raised while checking a case is reported as a failure of every
     check of that case.
     """
+    if isinstance(seed, (bool, np.bool_)) or not isinstance(seed, numbers.Integral) or seed < 0:
+        raise ValueError(f"seed must be a non-negative integer, got {seed!r}")
     names = sorted(REGISTRY) if not names else list(names)
     for n in names:
         if n not in REGISTRY:

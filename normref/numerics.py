@@ -162,30 +162,26 @@ def power_bands(arrays, magnitudes=None):
     rescaled.  NaN / inf magnitudes also give ``[(0, arrays)]`` (they
     propagate).  ``None`` entries of ``arrays`` stay None.
     """
+    from .kernels.bands import abs_range
+
     arrays = tuple(arrays)
     whole = [(0, arrays)]
     if magnitudes is None:
         magnitudes = arrays
-    mags = []
     top, bottom = 0.0, np.inf
-    with np.errstate(all="ignore"):
-        for a, m in zip(arrays, magnitudes):
-            if a is None:
-                mags.append(None)
-                continue
-            m = np.broadcast_to(np.abs(np.asarray(m, dtype=np.float64)), np.shape(a))
-            mags.append(m)
-            if m.size == 0:
-                continue
-            top = max(top, float(np.max(m)))
-            nz = m[m > 0]
-            if nz.size:
-                bottom = min(bottom, float(np.min(nz)))
+    for a, m in zip(arrays, magnitudes):
+        if a is None:
+            continue
+        t, b = abs_range(m)  # one pass, no temporaries: the common case is this check
+        top = t if not t <= top else top
+        bottom = min(bottom, b)
     if not np.isfinite(top) or top == 0.0:
         return whole
     k = int(np.frexp(top)[1])  # top < 2**k
     if BAND_LO < k <= BAND_HI and bottom >= np.ldexp(1.0, k - BAND_WIDTH):
         return whole
+    mags = [None if a is None else np.broadcast_to(np.abs(np.asarray(m, dtype=np.float64)), np.shape(a))
+            for a, m in zip(arrays, magnitudes)]
     bands = []
     while True:
         lo = np.ldexp(1.0, k - BAND_WIDTH)

@@ -103,8 +103,9 @@ class Plan(abc.ABC):
         idx = np.unravel_index(int(bad[0]), np.shape(value)) if np.ndim(value) else ()
         raise ValueError(
             f"{self.name}: the {what} is not finite at index {tuple(int(i) for i in idx)} "
-            f"({int(bad.size)} of {int(np.size(value))} entries) although every argument is "
-            f"finite: the exact result is not representable in float64 (it overflows)"
+            f"({int(bad.size)} of {int(np.size(value))} entries) although every argument "
+            f"({', '.join(self._values)}) is finite: the exact result is not representable "
+            f"in float64 (it overflows)"
         )
 
     @abc.abstractmethod

@@ -40,6 +40,8 @@ from __future__ import annotations
 import numpy as np
 
 from .kernels import standardize as K
+from .kernels.bands import abs_range
+from .numerics import power_bands
 from .registry import Plan
 
 __all__ = ["Standardization", "Affine", "FixedStats"]
@@ -227,8 +229,10 @@ class Standardization(Plan):
         return self._xhat
 
     # -- derivatives --------------------------------------------------------
-    def _project(self, v, with_gamma, param_grads):
-        """A (gamma v) per group, plus group sums and optional parameter partials."""
+    def _project(self, v, with_gamma, param_grads, gamma=None):
+        """A (gamma v) per group, plus group sums and optional parameter partials.
+
+        ``gamma`` (flat, optional) replaces the weight (a power-of-two band of it)."""
         layout = self.layout
         G = layout.n_groups
         vf = layout.flat(v)
@@ -241,7 +245,8 @@ class Standardization(Plan):
         else:
             pg_g = pg_b = np.zeros((1, 1))
         use_gamma = with_gamma and self.weight is not None
-        gamma = self.weight.flat if use_gamma else np.zeros(1)
+        if gamma is None or not use_gamma:
+            gamma = self.weight.flat if use_gamma else np.zeros(1)
         mu_hi, mu_lo, scale, F, c, _ = self.stats
         center = self.center and self.fixed is None
         K.standardize_project(
@@ -257,12 +262,35 @@ class Standardization(Plan):
         nx, nw, nb = self.names
         if self.empty:
             return {k: np.zeros(v.shape) for k, v in self._values.items()}
-        want = self.weight is not None or self.bias is not None
-        dx, sum_v, sum_vx, pg_g, pg_b = self._project(dy, True, want)
-        grads = {nx: dx}
+        bands = [(0, None)]
         if self.weight is not None:
+            top, bottom = abs_range(self.weight.flat)
+            if not (top <= 2.0 ** 64 and (bottom >= 2.0 ** -64 or top == 0.0)):
+                # the kernel forms gamma * dy: a weight far outside the usual range
+                # would over- or underflow it.  A(gamma dy) is linear in gamma: split
+                # gamma into power-of-two bands (numerics.power_bands) and sum
+                bands = [(k, band) for k, (band,) in power_bands([self.weight.flat])]
+        grads = None
+        for k, gamma in bands:
+            g = self._vjp(dy, gamma, with_params=grads is None)
+            if k:
+                with np.errstate(over="ignore"):
+                    g = {n: np.ldexp(v, k) if n not in (nw, nb) else v for n, v in g.items()}
+            if grads is None:
+                grads = g
+            else:  # the weight and bias gradients do not involve gamma: from the first band
+                for n, v in g.items():
+                    grads[n] = grads[n] + v
+        return grads
+
+    def _vjp(self, dy, gamma=None, with_params=True):
+        nx, nw, nb = self.names
+        want = with_params and (self.weight is not None or self.bias is not None)
+        dx, sum_v, sum_vx, pg_g, pg_b = self._project(dy, True, want, gamma)
+        grads = {nx: dx}
+        if want and self.weight is not None:
             grads[nw] = pg_g.sum(axis=0).reshape(self.weight.value.shape)
-        if self.bias is not None:
+        if want and self.bias is not None:
             grads[nb] = pg_b.sum(axis=0).reshape(self.bias.value.shape)
         if self.fixed is not None:
             rstd = self.stats[2] * self.stats[3]

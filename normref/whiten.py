@@ -60,8 +60,9 @@ groups, observed over the group's channels and positions (block
   :math:`\bar\Sigma = -W^\top\Phi(\bar W W^\top)W`;
 * IterNorm: by default (``evaluation="spectral"``) the exact value of the
   iteration, :math:`P_T = D\,p_T(\Lambda_N)D^\top`, differentiated through
-  the divided differences of :math:`p_T` (a recursion as stable as the one
-  for :math:`p_T`, exact at repeated eigenvalues); with
+  the divided differences of :math:`p_T` (a recursion without cancellation,
+  exact at repeated eigenvalues, bounded work for any T: see
+  :mod:`normref.whitening_matrices`); with
   ``evaluation="newton"`` the matrix iteration as frameworks run it, with
   the forward-mode recurrence through the T Newton-Schulz steps and the
   trace normalization and its exact reverse sweep over the saved
@@ -76,25 +77,37 @@ Through the covariance and the centring,
 :math:`\bar X = \bar X_c(I - \mathbf 1\mathbf 1^\top/m)`.
 
 Numerical choices: the mean by a corrected two pass (mean, then the mean of
-the residual added back), the covariance as a product of the centred data
-(never :math:`E[xx^\top] - \mu\mu^\top`), eps added to the diagonal of the
-covariance (inside every root and inverse), float64 throughout.  With
+the residual subtracted from the deviations), the covariance as a product of
+the centred data (never :math:`E[xx^\top] - \mu\mu^\top`), eps added to the
+diagonal of the covariance (inside every root and inverse), float64
+throughout.  Exact power-of-two rescaling keeps every block in range: a block
+whose deviations or :math:`\sqrt{|\epsilon|}` lie outside
+:math:`[2^{-400}, 2^{400}]` is scaled by :math:`2^{-k}` (and its covariance by
+:math:`4^{-k}`; :math:`Z` is unchanged), data near the float64 maximum is
+centred at a quarter scale, and an eval-mode running covariance near the
+limits is scaled the same way (:class:`~normref.whitening_matrices.ScaledMatrix`).
+The derivatives are formed in an order whose intermediates stay finite for
+any spread of the spectrum, and the input cotangent enters the linear core
+in power-of-two bands (a huge recovery weight).  With
 ``eps = 0`` a numerically singular covariance (smallest eigenvalue below
 :math:`d\cdot 2^{-52}` times the largest) raises ValueError for PCA, ZCA and
 Cholesky; IterNorm only needs a positive trace.
 """
 from __future__ import annotations
 
-import abc
-
 import numpy as np
 
 from .kernels import whiten as K
+from .limits import check_bytes
 from .numerics import apply_banded
 from .registry import Plan
 from .whitening_matrices import (EVALUATIONS, METHODS, GivenMatrix, MatrixFunction,  # noqa: F401
                                  ScaledMatrix, _sym, _T, newton_schulz_map, spectral_tables,
                                  whitening_matrix)
+
+#: d x d stacks a whitening call holds at once (covariance, eigenvectors, W,
+#: derivative temporaries): what the memory limit counts
+_WORK_COPIES = 8
 
 __all__ = ["BlockView", "MatrixFunction", "METHODS", "EVALUATIONS", "newton_schulz_map",
            "spectral_tables", "whitening_matrix", "Whitening", "FixedWhitening"]
@@ -194,6 +207,10 @@ class Whitening(Plan):
         self._values = values
         self.params = tuple(values)
         self.empty = x.size == 0
+        check_bytes(f"{name}: the covariance and whitening matrices ({view.B} blocks of "
+                    f"{view.d} x {view.d}, with their working copies)",
+                    _WORK_COPIES * 8 * view.B * view.d * view.d,
+                    "use a smaller group_size" if view.kind == "batch" else "use fewer groups")
 
     # -- forward ------------------------------------------------------------
     def _forward(self):

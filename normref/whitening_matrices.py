@@ -259,7 +259,7 @@ class PCA(MatrixFunction):
         if bad.any():
             b, i, j = (int(v) for v in np.argwhere(bad)[0])
             raise ValueError(
-                f"pca_whitening is not differentiable here: block {b} has a repeated "
+                f"pca_whitening is not differentiable at this input: block {b} has a repeated "
                 f"eigenvalue (l[{i}] = {self.l[b, i] * self.scale[b]:.6g}, "
                 f"l[{j}] = {self.l[b, j] * self.scale[b]:.6g}) whose "
                 f"eigenvectors are not unique; zca_whitening is differentiable there"

@@ -5,7 +5,9 @@ NOP: divide by a power of the local energy; NRR: none.
 """
 from __future__ import annotations
 
+import math
 import numbers
+from fractions import Fraction
 
 import numpy as np
 
@@ -31,8 +33,30 @@ def _window(size, convention):
     return r, r, convention == "caffe"
 
 
+def _pair(q):
+    """``(m, e, f)``: a nonzero rational ``q = m 2**e`` rounded once to 53 bits
+    (``m`` in ``[0.5, 1)``, any integer ``e``) and ``f`` its float value where
+    that is a normal float64 (else 0.0); ``(0.0, 0, 0.0)`` for zero."""
+    if q == 0:
+        return 0.0, 0, 0.0
+    num, den = abs(q.numerator), q.denominator
+    e = num.bit_length() - den.bit_length()
+    # |q| 2**-e in (1/2, 2): one correctly rounded int division
+    m = (num << max(-e, 0)) / (den << max(e, 0))
+    m, e2 = math.frexp(m)
+    e += e2
+    m = -m if q < 0 else m
+    f = math.ldexp(m, e) if -1021 <= e <= 1024 else 0.0
+    return m, e, f
+
+
+#: hyper-parameter ranges of the plain path (see normref.kernels.lrn)
+_AK_LO, _AK_HI = 2.0 ** -100, 2.0 ** 100
+_B_LO, _B_HI = 2.0 ** -60, 2.0 ** 20
+
+
 class LocalResponseNormPlan(Plan):
-    """Residuals: y, r = s^-beta and the scaled denominator (u, e), s = 4^e u."""
+    """Residuals: y, ``r = s^-beta = Rr 2^Ir`` and ``s = Ss 2^Es``, per-element flags."""
 
     params = ("input",)
 
@@ -41,54 +65,99 @@ class LocalResponseNormPlan(Plan):
         self._shape = x.shape
         N, C = x.shape[0], x.shape[1]
         L = int(np.prod(x.shape[2:], dtype=np.int64))
-        self._x3 = np.ascontiguousarray(x).reshape(N, C, L)
+        self._x3 = None if x.size == 0 else np.ascontiguousarray(x).reshape(N, C, L)
         self.size, self.alpha, self.beta, self.k = size, alpha, beta, k
         self.convention = convention
-        self._lo, self._hi, divide = _window(size, convention)
-        self._a = alpha / size if divide else alpha
+        lo, hi, divide = _window(size, convention)
+        # the window is clipped to [0, C-1]: larger offsets change nothing, and
+        # clamping keeps any Python int size out of numba's int64
+        self._lo, self._hi = min(lo, max(C - 1, 0)), min(hi, max(C - 1, 0))
+        # a = alpha / size exactly rounded, as a pair (a float where that is normal)
+        q = Fraction(alpha) / size if divide else Fraction(alpha)
+        self._am, self._ea, a = _pair(q)
+        self._a = a
+        self._km, self._ek = math.frexp(k)
+        self._bm, self._eb = math.frexp(beta)
+        self._fast = bool(
+            (q == 0 or _AK_LO <= abs(a) <= _AK_HI)
+            and (k == 0.0 or _AK_LO <= abs(k) <= _AK_HI)
+            and (beta == 0.0 or _B_LO <= abs(beta) <= _B_HI)
+        )
+        self._two_ab = 2.0 * a * beta if self._fast else 0.0
+
+    def _where(self, idx3):
+        n, c, l = (int(i) for i in idx3)
+        pos = np.unravel_index(l, self._shape[2:]) if len(self._shape) > 2 else ()
+        return (n, c) + tuple(int(i) for i in pos)
+
+    def _hyper(self):
+        return (f"k={self.k}, alpha={self.alpha}, beta={self.beta}, size={self.size}, "
+                f"convention={self.convention!r}; input shape {self._shape}")
 
     def _forward(self):
         x3 = self._x3
-        if x3.size == 0:
+        if x3 is None:
             self._res = None
             return np.empty(self._shape)
-        y, r, u, e = K.lrn_forward(x3, self._lo, self._hi, self._a, self.k, self.beta)
-        bad = u <= 0.0
-        if bad.any():
-            n, c, l = (int(i) for i in np.argwhere(bad)[0])
-            pos = np.unravel_index(l, self._shape[2:]) if len(self._shape) > 2 else ()
+        y, Rr, Ir, Ss, Es, F, status = K.lrn_forward(
+            x3, self._lo, self._hi, self._a, self.k, self.beta,
+            self._am, self._ea, self._km, self._ek, self._fast)
+        if status.any():
+            if (status & 2).any():
+                bad = np.argwhere(np.logical_and(F == 0, Ss <= 0.0))[0]
+                raise ValueError(
+                    "local_response_norm: the denominator base s = k + a * sum(x^2) must be "
+                    f"positive, got s <= 0 at input index {self._where(bad)} ({self._hyper()})"
+                )
+            bad = np.argwhere(np.isinf(y))[0]
             raise ValueError(
-                "local_response_norm: the denominator base s = k + a * sum(x^2) must be "
-                f"positive, got s <= 0 at input index {(n, c) + tuple(int(i) for i in pos)} "
-                f"(k={self.k}, alpha={self.alpha}, size={self.size}, "
-                f"convention={self.convention!r}; input shape {self._shape})"
+                "local_response_norm: the exact output y = x * s^-beta overflows float64 at "
+                f"input index {self._where(bad)} ({self._hyper()}); it is not representable"
             )
-        self._res = (y, r, u, e)
+        self._res = (y, Rr, Ir, Ss, Es, F)
         return y.reshape(self._shape)
 
     def _check(self, name, arr):
         arr = np.asarray(arr, dtype=np.float64)
         if arr.shape != self._shape:
             raise ValueError(f"{name} has shape {arr.shape}, expected the input shape {self._shape}")
+        if self._x3 is None:
+            return None
         return np.ascontiguousarray(arr).reshape(self._x3.shape)
+
+    def _overflow(self, what, out, given):
+        if not np.isfinite(given).all():
+            return
+        bad = np.argwhere(np.isinf(out))[0]
+        raise ValueError(
+            f"local_response_norm: the exact {what} overflows float64 at input index "
+            f"{self._where(bad)} ({self._hyper()}); it is not representable"
+        )
+
+    def _coefs(self):
+        return self._lo, self._hi, self._two_ab, self._am, self._ea, self._bm, self._eb
 
     def vjp(self, cotangent):
         self.forward()
         dy = self._check("cotangent", cotangent)
         if self._res is None:
             return {"input": np.empty(self._shape)}
-        y, r, u, e = self._res
-        dx = K.lrn_vjp(self._x3, y, r, u, e, dy, self._lo, self._hi, self._a, self.beta)
+        dx, status = K.lrn_vjp(self._x3, *self._res, dy, *self._coefs())
+        if status.any():
+            self._overflow("input gradient (VJP)", dx, dy)
         return {"input": dx.reshape(self._shape)}
 
     def jvp(self, tangents):
         self.forward()
         t = tangents.get("input")
-        if t is None or self._res is None:
+        if t is None:
             return np.zeros(self._shape)
         t = self._check("tangent of input", t)
-        y, r, u, e = self._res
-        ty = K.lrn_jvp(self._x3, y, r, u, e, t, self._lo, self._hi, self._a, self.beta)
+        if self._res is None:
+            return np.empty(self._shape)
+        ty, status = K.lrn_jvp(self._x3, *self._res, t, *self._coefs())
+        if status.any():
+            self._overflow("output tangent (JVP)", ty, t)
         return ty.reshape(self._shape)
 
 
@@ -168,18 +237,37 @@ def local_response_norm(input, size, alpha=1e-4, beta=0.75, k=1.0, *, convention
       window size.  Even ``size`` is a ValueError.  (TF keeps channels last;
       here they are on axis 1 for every convention.)
 
-    Numerical choices: float64 throughout.  ``s`` is held as
-    :math:`4^{e} u` with :math:`2^{e}` the binade of the window's largest
-    :math:`|x|` (or of :math:`\sqrt{|k|}`, whichever is larger) and
-    :math:`u = a \sum (x_j 2^{-e})^2 + k\, 4^{-e}`: power-of-two scalings are
-    exact, so in the ordinary range this is the plain float64 evaluation, and
-    1e300 inputs (where ``x**2`` overflows) or k = 0 with 1e-200 inputs still
-    give the correctly scaled finite answer.  :math:`s^{-\beta}` is ``pow``
-    when ``s`` and the result are normal numbers, else evaluated as
-    :math:`\exp(\log|x| - \beta(\log u + 2e\log 2))`.  The sums run over the
-    window in ascending channel order.  A non-positive ``s`` (possible only
-    with ``k <= 0`` or ``alpha < 0``) raises ValueError naming the index;
-    NaN input propagates only to the channels whose window contains it.
+    Numerical choices (details in :mod:`normref.kernels.lrn`).  For finite
+    input and hyper-parameters every output and derivative is finite and exact
+    to float64 precision, or a ValueError says why not: ``s <= 0`` (possible
+    only with ``k <= 0`` or ``alpha < 0``; it names the index), or an exact
+    result that overflows float64 (e.g. ``beta < 0`` with 1e300 inputs).  With
+    :math:`a = a_m 2^{e_a}` (``alpha / size`` rounded once, kept as mantissa
+    and exponent, so any positive int ``size`` works: the window is clipped to
+    the channels and ``alpha / 10**400`` is not flushed), :math:`k = k_m
+    2^{e_k}` and :math:`2^{e_x}` the binade of the window's largest
+    :math:`|x|`, the denominator is held as
+
+    .. math::
+
+        s = 2^{E} u, \quad
+        u = a_m \Big(\sum_{j} (x_j 2^{-e_x})^2\Big) 2^{e_a + 2 e_x - E}
+            + k_m 2^{e_k - E}, \quad E = \max(e_a + 2 e_x, e_k),
+
+    (power-of-two scalings are exact), :math:`s^{-\beta}` as mantissa and
+    integer exponent (:math:`-\beta E` split exactly into integer and
+    fraction), and :math:`y` and each derivative term
+    :math:`2 a \beta\, x_j\, \bar y_c\, x_c\, s_c^{-\beta-1}` (and their sums
+    over the window) are formed from mantissas and exponents with one final
+    ``ldexp``.  Where ``a``, ``k`` lie in :math:`[2^{-100}, 2^{100}]` (or are
+    0), :math:`|\beta|` in :math:`[2^{-60}, 2^{20}]`, the window's nonzero
+    :math:`|x|` and :math:`s, s^{-\beta}` in :math:`[2^{-100}, 2^{100}]` and
+    the cotangents in :math:`[2^{-364}, 2^{64})`, the plain float64 formulas
+    are used instead (every intermediate is then a normal number): ``s = k + a
+    * sum(x**2)``, ``pow(s, -beta)``.  The sums run over the window in
+    ascending channel order.  Work is :math:`O(N C \min(n, C) L)`.  NaN input
+    propagates only to the channels whose window contains it; an input without
+    elements returns an empty output.
     """
     return _bind(input, size, alpha, beta, k, convention=convention).forward()
 

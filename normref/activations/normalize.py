@@ -19,7 +19,9 @@ __all__ = ["normalize"]
 
 
 class NormalizePlan(Plan):
-    """Rows = the 1-D fibres along ``dim``; residuals y, the norms, the argmax."""
+    """Rows = the 1-D fibres along ``dim``; residuals: y and the per-row norm
+    ``N = Nm 2**eN`` with the binade exponent ``e`` of ``max |x|`` (see
+    :mod:`normref.kernels.lp`)."""
 
     params = ("input",)
 
@@ -31,7 +33,10 @@ class NormalizePlan(Plan):
         self._mshape = moved.shape
         D = x.shape[dim]
         R = int(np.prod(self._mshape[:-1], dtype=np.int64))
-        self._x2 = np.ascontiguousarray(moved).reshape(R, D)
+        # an input without elements is never handed to a kernel (no per-fibre arrays)
+        self._empty = x.size == 0
+        self._x2 = None if self._empty else np.ascontiguousarray(moved).reshape(R, D)
+        self._res = None
 
     def _back(self, a2):
         """(R, D) array -> the input layout (C-contiguous)."""
@@ -41,33 +46,47 @@ class NormalizePlan(Plan):
         arr = np.asarray(arr, dtype=np.float64)
         if arr.shape != self._shape:
             raise ValueError(f"{name} has shape {arr.shape}, expected the input shape {self._shape}")
+        if self._empty:
+            return None
         return np.ascontiguousarray(np.moveaxis(arr, self.dim, -1)).reshape(self._x2.shape)
 
-    def _forward(self):
-        if self.eps <= 0.0 and self._x2.shape[1] > 0:
-            # a zero norm would divide by zero: find it before the kernel does
-            nrm, _ = K.lp_norm_rows(self._x2, self.p)
-            self._check_zero(nrm)
-        y2, nrm, arg = K.normalize_forward(self._x2, self.p, self.eps)
-        self._res = (y2, nrm, arg)
-        return self._back(y2)
+    def _fibre(self, r):
+        idx = np.unravel_index(int(r), self._mshape[:-1]) if len(self._mshape) > 1 else ()
+        return tuple(int(i) for i in idx)
 
-    def _check_zero(self, nrm):
-        zero = nrm == 0.0
-        if zero.any():
-            r = int(np.argmax(zero))
-            idx = np.unravel_index(r, self._mshape[:-1]) if len(self._mshape) > 1 else ()
+    def _forward(self):
+        if self._empty:
+            return np.empty(self._shape)
+        y2, res = K.normalize_forward(self._x2, self.p, self.eps)
+        st = res[:, 7]
+        if st.any():
+            r = int(np.argmax(st != 0))
             raise ValueError(
                 f"normalize: max(||x||_p, eps) is zero for the fibre of input at index "
-                f"{tuple(int(i) for i in idx)} (all axes but dim={self.dim}) with eps={self.eps}; "
+                f"{self._fibre(r)} (all axes but dim={self.dim}) with eps={self.eps}; "
                 f"the quotient x / 0 is undefined (input shape {self._shape})"
             )
+        self._res = (y2, res)
+        return self._back(y2)
+
+    def _raise_overflow(self, what, st):
+        r = int(np.argmax(st != 0))
+        raise ValueError(
+            f"normalize: the exact {what} overflows float64 in the fibre of input at index "
+            f"{self._fibre(r)} (all axes but dim={self.dim}; p={self.p}, eps={self.eps}, "
+            f"input shape {self._shape}); it is not representable"
+        )
 
     def vjp(self, cotangent):
         self.forward()
         dy = self._rows("cotangent", cotangent)
-        y2, nrm, arg = self._res
-        return {"input": self._back(K.normalize_vjp(self._x2, y2, nrm, arg, dy, self.p, self.eps))}
+        if self._empty:
+            return {"input": np.empty(self._shape)}
+        y2, res = self._res
+        dx, st = K.normalize_vjp(self._x2, y2, res, dy, self.p, self.eps)
+        if st.any() and np.isfinite(dy).all():
+            self._raise_overflow("input gradient (VJP)", st)
+        return {"input": self._back(dx)}
 
     def jvp(self, tangents):
         self.forward()
@@ -75,46 +94,45 @@ class NormalizePlan(Plan):
         if t is None:
             return np.zeros(self._shape)
         t = self._rows("tangent of input", t)
-        y2, nrm, arg = self._res
-        return self._back(K.normalize_jvp(self._x2, y2, nrm, arg, t, self.p, self.eps))
+        if self._empty:
+            return np.empty(self._shape)
+        y2, res = self._res
+        ty, st = K.normalize_jvp(self._x2, y2, res, t, self.p, self.eps)
+        if st.any() and np.isfinite(t).all():
+            self._raise_overflow("output tangent (JVP)", st)
+        return self._back(ty)
 
     def norm_gradient(self):
-        """``d||x||_p / dx`` per fibre, in the (R, D) row layout (the kernel's choice of subgradient)."""
-        x2 = self._x2
-        _, nrm, arg = self._res
-        p = self.p
-        sgn = np.sign(x2)
-        if p == math.inf:
-            g = np.zeros_like(x2)
-            rows = np.arange(x2.shape[0])
-            if x2.shape[1]:
-                g[rows, arg] = sgn[rows, arg]
-            return g
-        if p == 1.0:
-            return sgn
-        with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
-            if p == 2.0:
-                g = x2 / nrm[:, None]
-            else:
-                g = sgn * (np.abs(x2) / nrm[:, None]) ** (p - 1.0)
-        return np.where(x2 == 0.0, 0.0, g)
+        """``d||x||_p / dx`` per fibre, in the (R, D) row layout (the kernel's choice of
+        subgradient), formed in scaled units (``inf`` where the exact value overflows)."""
+        self.forward()
+        if self._empty:
+            return np.zeros((int(np.prod(self._mshape[:-1], dtype=np.int64)), self._mshape[-1]))
+        return K.normalize_norm_gradient(self._x2, self._res[1], self.p)
 
     def jacobian(self, name):
-        """Closed form, block diagonal over fibres: ``I/N - y g^T / N`` or ``I/eps`` (clamped)."""
+        """Closed form, block diagonal over fibres: ``I/N - y g^T / N`` or ``I/eps`` (clamped),
+        each entry formed in scaled units with one final rounding."""
         if name != "input":
             raise ValueError(f"normalize has no differentiable parameter {name!r}")
         self.forward()
-        y2, nrm, _ = self._res
-        R, D = self._x2.shape
-        g = self.norm_gradient()
-        J4 = np.zeros((R, D, R, D))
-        eye = np.eye(D)
-        for r in range(R):
-            if nrm[r] < self.eps:
-                J4[r, :, r, :] = eye / self.eps
-            else:
-                J4[r, :, r, :] = (eye - np.outer(y2[r], g[r])) / nrm[r]
         nd = len(self._shape)
+        if self._empty:
+            try:
+                return np.zeros(self._shape + self._shape)
+            except ValueError:
+                raise ValueError(
+                    f"normalize: the Jacobian of an input of shape {self._shape} has shape "
+                    f"{self._shape + self._shape}, which NumPy cannot represent (the product "
+                    f"of its nonzero axis lengths exceeds the addressable size)"
+                ) from None
+        R, D = self._x2.shape
+        B, st = K.normalize_jacobian_blocks(self._x2, self._res[1], self.p, self.eps)
+        if st.any():
+            self._raise_overflow("Jacobian", st)
+        J4 = np.zeros((R, D, R, D))
+        rows = np.arange(R)
+        J4[rows, :, rows, :] = B
         J = J4.reshape(self._mshape + self._mshape)
         return np.ascontiguousarray(np.moveaxis(J, [nd - 1, 2 * nd - 1], [self.dim, nd + self.dim]))
 
@@ -172,15 +190,52 @@ def normalize(input, p=2.0, dim=1, eps=1e-12):
     entry (in index order) attaining :math:`\max|x|`, with its sign (0 when the
     maximum is 0).  PyTorch may distribute it differently at ties.
 
-    Numerical choices: float64; the norm is computed on the fibre scaled by
-    :math:`2^{-e}` (:math:`2^e` the binade bound of :math:`\max|x|`, an exact
-    scaling; division by :math:`\max|x|` itself when ``p >= 512``), with a
-    compensated left-to-right sum, so rows of 1e300 or 1e-300 entries give the
-    correctly rounded-scale finite result; :math:`y = x / \max(N, \epsilon)` is
-    one division (when :math:`N` itself overflows, e.g. 15 entries of 1.7e308,
-    the scaled row is divided by the scaled norm, so y stays exact; the
-    derivatives, of size :math:`1/N`, are then 0).  A zero denominator (all-zero fibre with ``eps <= 0``)
-    raises ValueError.  NaN input propagates to its fibre only.
+    Numerical choices (details in :mod:`normref.kernels.lp`).  For finite
+    input every output and derivative is finite and exact to float64
+    precision, or a ValueError says that the exact value overflows float64
+    (e.g. ``dy / N`` for a fibre of subnormal entries).  With
+    :math:`m = \max|x| = f\,2^{e}` (:math:`f \in [1/2, 1)`),
+    :math:`\tilde x = x\,2^{-e}` (an exact scaling) and
+    :math:`S = \sum |\tilde x_i|^p`, :math:`N = 2^{e} S^{1/p}`:
+
+    .. math::
+
+        \log_2 N = e + \frac{\operatorname{log1p}(S - 1)}{p \ln 2}, \qquad
+        S - 1 = \operatorname{expm1}(p \ln f) + \sum_{i \ne \arg\max} |\tilde x_i|^p
+        \quad (p < 1),
+
+    kept as mantissa and exponent, since :math:`S^{1/p}` overflows for small
+    ``p`` (:math:`5^{1000}` at p = 0.001); for :math:`1 \le p < 512`,
+    :math:`S^{1/p}` by ``pow`` after a compensated left-to-right sum; for
+    ``p >= 512`` the fibre is divided by :math:`m` (:math:`2^{-p}` would
+    underflow).  A fibre with one nonzero entry has :math:`N = m` exactly for
+    every ``p``.  :math:`y = x / \max(N, \epsilon)` is one division when ``N``
+    is a normal number, else mantissa quotient and one final ``ldexp``.  The
+    derivatives are formed in the same scaled units, so that
+    :math:`g_i (y \cdot \bar y)`, whose factors over- and underflow separately
+    (p = 1e-300, 1e300, entries of 1e-300 next to 1e300), is
+
+    .. math::
+
+        g_i\,(y \cdot \bar y) = \operatorname{sign}(x_i)\,|\tilde x_i|^{p-1}\,
+            S^{-1} \sum_k \tilde x_k \bar y_k
+
+    with every factor a (mantissa, exponent) pair, :math:`|\tilde x_i|^{p-1}`
+    as :math:`|\tilde x_i|^{p} / |\tilde x_i|` (``p - 1`` is not rounded), and
+    :math:`1/N` applied last (units of :math:`m` instead of :math:`2^e` for
+    ``p >= 512``); likewise the JVP and the dense Jacobian.  Fibres whose
+    nonzero entries lie in :math:`[2^{-120}, 2^{120}]` with ``p`` in
+    :math:`\{1, 2, \infty\} \cup [1, 4]` and cotangents in
+    :math:`[2^{-364}, 2^{64})` take the plain float64 formulas instead (every
+    intermediate is then a normal number).  Accuracy: a few ulps for
+    :math:`p \ge 1`; for :math:`p < 1` the relative error of :math:`N` is a few
+    eps times :math:`(1 + |\ln S| + \delta_S) / p`, :math:`\delta_S` the
+    rounding scale of the sum :math:`S - 1` relative to :math:`S` (the
+    log-domain power amplifies it by :math:`1/p`; it vanishes when one entry
+    dominates).  A zero denominator (all-zero fibre with ``eps <= 0``) raises
+    ValueError.  An input without elements returns an empty output (and empty
+    derivatives) without allocating per fibre.  NaN input propagates to its
+    fibre only.
     """
     return _bind(input, p, dim, eps).forward()
 

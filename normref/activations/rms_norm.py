@@ -13,8 +13,8 @@ __all__ = ["rms_norm"]
 
 
 def _bind(input, normalized_shape, weight=None, eps=None):
-    dtype = np.asarray(input).dtype if not hasattr(input, "dtype") else input.dtype
     x = input_array(input, 1, layout="(*, normalized_shape)")
+    dtype = input.dtype if isinstance(input, np.ndarray) else np.asarray(input).dtype
     shape = normalized_shape_of(x, normalized_shape)
     w = affine_param("weight", weight, shape, f"normalized_shape {shape}")
     eps = float(np.finfo(dtype).eps) if eps is None else eps_value(eps)

@@ -35,7 +35,9 @@ class WeightNormPlan(Plan):
             S = v.shape[dim]
             M = int(np.prod(self._mshape[1:], dtype=np.int64))
             self._v2 = np.ascontiguousarray(moved).reshape(S, M)
-        self._g1 = np.ascontiguousarray(g).reshape(self._v2.shape[0])
+        # v without elements: no kernel call, and g is not copied (it may be a
+        # broadcast view with one entry per empty slice)
+        self._g1 = None if v.size == 0 else np.ascontiguousarray(g).reshape(self._v2.shape[0])
 
     def _back(self, a2):
         if self.dim is None:
@@ -50,42 +52,72 @@ class WeightNormPlan(Plan):
             return np.ascontiguousarray(arr).reshape(self._v2.shape)
         return np.ascontiguousarray(np.moveaxis(arr, self.dim, 0)).reshape(self._v2.shape)
 
+    def _where(self, i):
+        if self.dim is None:
+            return "v (the whole tensor, dim=None)"
+        return (f"the slice v[{', '.join([':'] * self.dim + [str(i)])}, ...] "
+                f"(index {i} along dim={self.dim})")
+
     def _forward(self):
-        nrm, _ = K.lp_norm_rows(self._v2, 2.0)
-        zero = nrm == 0.0
-        if zero.any():
-            i = int(np.argmax(zero))
-            where = "v (the whole tensor, dim=None)" if self.dim is None else (
-                f"the slice v[{', '.join([':'] * self.dim + [str(i)])}, ...] "
-                f"(index {i} along dim={self.dim})"
-            )
+        if self._v2.size == 0:
+            # no element of w exists, so no 0/0 is formed: an empty w (and no
+            # kernel call, hence nothing allocated per slice)
+            return np.empty(self._vshape)
+        w2, res = K.weight_norm_forward(self._v2, self._g1)
+        st = res[:, 5].astype(np.int8)
+        nv = res[:, 0]
+        if (st & 2).any():
+            i = int(np.argmax((st & 2) != 0))
             raise ValueError(
-                f"weight_norm: {where} has zero norm, so g * v / ||v|| is undefined "
+                f"weight_norm: {self._where(i)} has zero norm, so g * v / ||v|| is undefined "
                 f"(v shape {self._vshape}); its gradient would be NaN"
             )
-        w2, nrm = K.weight_norm_forward(self._v2, self._g1)
-        self._nrm = nrm
+        if st.any():
+            i = int(np.argmax(st != 0))
+            raise ValueError(
+                f"weight_norm: the exact w = g * v / ||v|| overflows float64 for "
+                f"{self._where(i)} (g = {self._g1[i]!r}, ||v|| = {nv[i]!r}; v shape "
+                f"{self._vshape}); it is not representable"
+            )
+        self._res = res
         return self._back(w2)
+
+    def _raise_overflow(self, what, st):
+        i = int(np.argmax(st != 0))
+        raise ValueError(
+            f"weight_norm: the exact {what} overflows float64 for {self._where(i)} "
+            f"(g = {self._g1[i]!r}; v shape {self._vshape}); it is not representable"
+        )
 
     def vjp(self, cotangent):
         self.forward()
         dw = self._rows("cotangent", cotangent)
-        dv, dg = K.weight_norm_vjp(self._v2, self._nrm, self._g1, dw)
+        if self._v2.size == 0:
+            return {"v": np.empty(self._vshape), "g": np.zeros(self._gshape)}
+        dv, dg, st = K.weight_norm_vjp(self._v2, self._res, self._g1, dw)
+        if st.any() and np.isfinite(dw).all():
+            self._raise_overflow("gradient of v (VJP)", st)
         return {"v": self._back(dv), "g": dg.reshape(self._gshape)}
 
     def jvp(self, tangents):
         self.forward()
         tv = tangents.get("v")
         tg = tangents.get("g")
-        tv = np.zeros(self._v2.shape) if tv is None else self._rows("tangent of v", tv)
-        if tg is None:
-            tg = np.zeros(self._v2.shape[0])
-        else:
+        if tv is not None:
+            tv = self._rows("tangent of v", tv)
+        if tg is not None:
             tg = np.asarray(tg, dtype=np.float64)
             if tg.shape != self._gshape:
                 raise ValueError(f"tangent of g has shape {tg.shape}, expected g's shape {self._gshape}")
-            tg = np.ascontiguousarray(tg).reshape(self._v2.shape[0])
-        return self._back(K.weight_norm_jvp(self._v2, self._nrm, self._g1, tv, tg))
+        if self._v2.size == 0:
+            return np.empty(self._vshape)
+        tv = np.zeros(self._v2.shape) if tv is None else tv
+        tg = np.zeros(self._v2.shape[0]) if tg is None else np.ascontiguousarray(tg).reshape(
+            self._v2.shape[0])
+        tw, st = K.weight_norm_jvp(self._v2, self._res, self._g1, tv, tg)
+        if st.any() and np.isfinite(tv).all() and np.isfinite(tg).all():
+            self._raise_overflow("output tangent (JVP)", st)
+        return self._back(tw)
 
 
 def _bind(v, g, dim=0):
@@ -159,12 +191,25 @@ def weight_norm(v, g, dim=0):
     ``dim=-1`` as "whole tensor" (``torch.nn.utils.weight_norm(dim=None)``
     passes ``-1``); use ``dim=None`` for that.
 
-    Numerical choices: float64; each slice's norm is computed on the slice
-    scaled by a power of two (exact) with a compensated left-to-right sum, so
-    1e300 or 1e-300 weights give finite, correct results; ``w = v * (g / n)``
-    (PyTorch's evaluation order; ``g * (v / n)`` if ``g / n`` overflows).  A
+    Numerical choices (details in :mod:`normref.kernels.lp`): float64; each
+    slice's norm :math:`n = r\,2^{e}` is computed on the slice scaled by
+    :math:`2^{-e}` (:math:`2^e` the binade bound of :math:`\max|v|`, exact)
+    with a compensated left-to-right sum, so 1e300 or 1e-300 weights give
+    finite, correct results.  ``w = v * (g / n)`` (PyTorch's evaluation order)
+    when ``g / n`` is a normal number, else
+    :math:`w_j = (m_g m_{v_j} / r)\,2^{e_g + e_{v_j} - e}` from mantissas and
+    exponents with one final rounding (``g = 1e-300`` with ``n = 1e300``:
+    ``g / n`` underflows, ``w`` does not).  :math:`|w| \le |g|`, so ``w``
+    itself never overflows.  The derivatives are formed the same way where a
+    factor leaves :math:`[2^{-120}, 2^{120}]` (slice entries, ``g``) or a
+    cotangent leaves :math:`[2^{-364}, 2^{64})`: :math:`u \cdot \bar w =
+    (\sum \tilde v \bar w) / r`, :math:`\bar v = (g/r)\,2^{-e}(\bar w - u\,(u
+    \cdot \bar w))` in (mantissa, exponent) pairs; where the exact derivative
+    overflows float64 (:math:`g / n = 10^{608}`) a ValueError says so.  A
     slice of zero norm raises ValueError naming it (PyTorch returns NaN
-    gradients there).
+    gradients there).  ``v`` without elements gives an empty ``w`` (no slice
+    has an entry, so no 0/0 is formed), an empty gradient of ``v`` and a zero
+    gradient of ``g``, without a kernel call.
     """
     return _bind(v, g, dim).forward()
 
