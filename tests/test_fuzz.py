@@ -86,7 +86,9 @@ def _finite(values):
             return False
         if isinstance(v, (list, tuple)):
             try:
-                a = np.asarray(v, dtype=np.float64)
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore")
+                    a = np.asarray(v, dtype=np.float64)
             except (TypeError, ValueError):
                 continue
             if not np.isfinite(a).all():
@@ -145,7 +147,7 @@ def _float_arrays(a):
         [[1.0, 2.0], [3.0]], np.ma.masked_array(a, mask=np.zeros(a.shape, bool)),
         a[None], np.zeros(a.shape + (2,)), np.full(a.shape, HUGE), np.full(a.shape, TINY),
         a * 1e300, a * 1e-300, np.ldexp(a, 1000), np.ldexp(a, -1060), np.zeros(a.shape),
-        np.full(a.shape, 7.0), a[:0], np.float64(1.5),
+        np.full(a.shape, 7.0), np.float64(1.5),
     ]
     if a.size:
         nan = a.copy()
@@ -156,9 +158,10 @@ def _float_arrays(a):
         spread.flat[0] = 1e300
         ro = a.copy()
         ro.setflags(write=False)
-        out += [nan, inf, spread, ro, a.reshape(-1) if a.ndim > 1 else a[:-1]]
+        out += [nan, inf, spread, ro]
     if a.ndim:
-        out += [np.moveaxis(a, -1, 0).copy() if a.ndim > 1 else np.concatenate([a, a])]
+        out += [a.reshape(-1) if a.ndim > 1 else a[:-1], a[:0],
+                np.moveaxis(a, -1, 0).copy() if a.ndim > 1 else np.concatenate([a, a])]
     return out
 
 
@@ -188,6 +191,14 @@ def _shapes(v):
 
 def hostile_values(value):
     """Hostile replacements for an argument whose valid value is ``value``."""
+    with np.errstate(all="ignore"), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return _hostile_values(value)
+
+
+def _hostile_values(value):
+    if isinstance(value, np.ndarray) and value.dtype.kind not in "fiu":
+        return [None, "x", 1.0, np.ones(2)]
     if isinstance(value, np.ndarray):
         if value.dtype.kind in "iu":  # a counter (num_batches_tracked)
             return [np.array(-1), np.array(0.0), np.array([0, 0]), [0], 0, None,
@@ -211,6 +222,24 @@ def hostile_values(value):
     return [None, "x", 1.0, np.ones(2)]
 
 
+def drawn_values(value):
+    """A strategy of hostile values drawn over whole ranges (not a fixed list): arrays
+    scaled by any power of two, any float64 (subnormal, huge, NaN, inf), any int."""
+    if isinstance(value, np.ndarray) and value.dtype.kind == "f":
+        def scaled(k):
+            with np.errstate(all="ignore"):
+                return np.ldexp(np.asarray(value, dtype=np.float64), k)
+
+        return st.integers(-1100, 1100).map(scaled)
+    if isinstance(value, (bool, np.bool_, str)) or value is None:
+        return st.sampled_from(hostile_values(value))
+    if isinstance(value, (int, np.integer)):
+        return st.integers(-(2 ** 70), 2 ** 70)
+    if isinstance(value, (float, np.floating)):
+        return st.floats(width=64)
+    return st.sampled_from(hostile_values(value))
+
+
 def arguments(spec, case):
     """``[(key, value)]``: every argument of the signature (positional index or keyword name)."""
     sig = inspect.signature(spec.function)
@@ -225,7 +254,8 @@ def arguments(spec, case):
 
 
 def mutated(case, key, value):
-    args = list(case.fresh_args())
+    args = [a.copy() if i in case.mutates and isinstance(a, np.ndarray) else a
+            for i, a in enumerate(case.args)]
     kwargs = dict(case.kwargs)
     if isinstance(key, int):
         args[key] = value
@@ -265,7 +295,7 @@ def _reference_agrees(spec, y, args, kwargs, mutates):
             warnings.simplefilter("ignore")
             yr = np.asarray(spec.reference(*case.fresh_args(), **kwargs), dtype=np.float64)
     except (ValueError, TypeError, ZeroDivisionError, FloatingPointError, np.linalg.LinAlgError,
-            _Slow):
+            MemoryError, _Slow):
         return  # the textbook reference cannot evaluate this input reliably
     if yr.shape != y.shape or not np.isfinite(yr).all():
         return
@@ -282,13 +312,19 @@ def _reference_agrees(spec, y, args, kwargs, mutates):
 @FUZZ
 @given(data=st.data())
 def test_hostile_arguments(name, data):
-    """One hostile argument at a time: a clean error or a finite result that matches the
-    reference, whose derivatives are finite too."""
+    """One or two hostile arguments (listed kinds, or values drawn over whole ranges): a
+    clean error or a finite result that matches the reference, whose derivatives are
+    finite too."""
     spec = REGISTRY[name]
     case = data.draw(st.sampled_from(examples(name)), label="case")
-    key, value = data.draw(st.sampled_from(arguments(spec, case)), label="argument")
-    bad = data.draw(st.sampled_from(hostile_values(value)), label="value")
-    args, kwargs = mutated(case, key, bad)
+    for _ in range(data.draw(st.integers(1, 2), label="arguments mutated")):
+        key, value = data.draw(st.sampled_from(arguments(spec, case)), label="argument")
+        if data.draw(st.booleans(), label="drawn over a range"):
+            bad = data.draw(drawn_values(value), label="value")
+        else:
+            bad = data.draw(st.sampled_from(hostile_values(value)), label="value")
+        args, kwargs = mutated(case, key, bad)
+        case = Case(case.label, tuple(args), kwargs, mutates=case.mutates)
     outcome, y = call("hostile", spec, spec.function, args, kwargs)
     if outcome != "ok":
         return

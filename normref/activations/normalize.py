@@ -10,7 +10,7 @@ import numbers
 
 import numpy as np
 
-from ..kernels import lp as K
+from ..kernels import normalize as K
 from ..numerics import as_float64, check_finite_scalar
 from ..registry import Case, Plan, Spec, register
 from .. import reference as _reference
@@ -21,7 +21,7 @@ __all__ = ["normalize"]
 class NormalizePlan(Plan):
     """Rows = the 1-D fibres along ``dim``; residuals: y and the per-row norm
     ``N = Nm 2**eN`` with the binade exponent ``e`` of ``max |x|`` (see
-    :mod:`normref.kernels.lp`)."""
+    :mod:`normref.kernels.normalize`)."""
 
     params = ("input",)
 
@@ -190,7 +190,7 @@ def normalize(input, p=2.0, dim=1, eps=1e-12):
     entry (in index order) attaining :math:`\max|x|`, with its sign (0 when the
     maximum is 0).  PyTorch may distribute it differently at ties.
 
-    Numerical choices (details in :mod:`normref.kernels.lp`).  For finite
+    Numerical choices (details in :mod:`normref.kernels.normalize`).  For finite
     input every output and derivative is finite and exact to float64
     precision, or a ValueError says that the exact value overflows float64
     (e.g. ``dy / N`` for a fibre of subnormal entries).  With

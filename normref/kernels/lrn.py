@@ -35,7 +35,8 @@ Two evaluations per element ``(n, c, l)``:
   and ``k`` (power-of-two scalings are exact; what they flush is below
   ``2**-1074`` of that term).  ``s = Sm 2**Es`` and ``r = s**-beta = Rm
   2**Ir`` are stored as mantissa and integer exponent (``-beta Es`` split
-  exactly into integer and fraction, :func:`_pow_scaled`),
+  exactly into integer and fraction,
+  :func:`normref.kernels.scaled._pow_scaled`),
   and ``y``, each derivative term ``2 a beta x_j y_c dy_c / s_c`` and the
   sums of such terms are formed from mantissas and exponents with a single
   final ``ldexp``.
@@ -45,161 +46,21 @@ float64 (its entry is ``inf``), bit 2 = a denominator base ``s <= 0``.
 """
 from __future__ import annotations
 
-import math
-
 import numpy as np
 from numba import njit, prange
 
+from . import restamp
 from ._dispatch import parallel_kernel
+from .scaled import (_BIG, _NO_EXP, _dot_pair, _frexp, _in_t_range, _ldexp, _neumaier, _norm_pair,
+                     _pair_add, _pow_scaled)
 
 __all__ = ["lrn_forward", "lrn_vjp", "lrn_jvp"]
 
-_BIG = 1.7976931348623157e308
-_LN2 = math.log(2.0)
-_EXP_CAP = 1 << 40               # |exponent| beyond this means 0 or inf
-_NO_EXP = -(1 << 62)             # "no term yet" marker for max-exponent scans
 _X_HI = 2.0 ** 100
 _X_LO = 2.0 ** -100
-_T_HI = 2.0 ** 64
-_T_LO = 2.0 ** -364
 
 _ST_OVERFLOW = 1
 _ST_NONPOSITIVE = 2
-
-
-# The helpers below are the same as in normref.kernels.lp, copied on purpose:
-# numba's on-disk cache is invalidated only by changes to the file that
-# defines a kernel, so kernels here must not call njit functions of lp.py.
-@njit(cache=True, fastmath=False)
-def _ldexp(m, e):
-    """``m * 2**e`` for any int64 ``e`` (0 or inf beyond the range, no wrap-around)."""
-    if m == 0.0 or m != m or abs(m) > _BIG:
-        return m
-    if e > 2200:
-        return m * np.inf
-    if e < -2300:
-        return m * 0.0
-    return math.ldexp(m, e)
-
-
-@njit(cache=True, fastmath=False)
-def _frexp(v):
-    """``(m, e)``: ``v = m 2**e``, ``|m|`` in ``[0.5, 1)`` (``(0, 0)`` for zero)."""
-    m, e = math.frexp(v)
-    return m, np.int64(e)
-
-
-@njit(cache=True, fastmath=False)
-def _cap(n):
-    """A float exponent as int64, clamped to +-_EXP_CAP (NaN -> 0)."""
-    if n != n:
-        return np.int64(0)
-    if n > _EXP_CAP:
-        return np.int64(_EXP_CAP)
-    if n < -_EXP_CAP:
-        return np.int64(-_EXP_CAP)
-    return np.int64(n)
-
-
-@njit(cache=True, fastmath=False)
-def _norm_pair(m, e):
-    """Renormalize a pair so that ``|m|`` is in ``[0.5, 1)``."""
-    if m == 0.0 or m != m or abs(m) > _BIG:
-        return m, np.int64(0)
-    mm, ee = _frexp(m)
-    return mm, e + ee
-
-
-@njit(cache=True, fastmath=False)
-def _pair_add(am, ae, bm, be):
-    """``a + b`` of two pairs; the smaller is aligned to the larger exponent."""
-    if am == 0.0:
-        return bm, be
-    if bm == 0.0:
-        return am, ae
-    E = ae if ae >= be else be
-    s = _ldexp(am, ae - E) + _ldexp(bm, be - E)
-    return _norm_pair(s, E)
-
-
-@njit(cache=True, fastmath=False)
-def _two_prod_err(a, b, p):
-    """Error of ``p = fl(a * b)`` (Dekker), for ``|a|, |b| < 2**996``."""
-    c = 134217729.0
-    t = c * a
-    ah = t - (t - a)
-    al = a - ah
-    t = c * b
-    bh = t - (t - b)
-    bl = b - bh
-    return ((ah * bh - p) + ah * bl + al * bh) + al * bl
-
-
-@njit(cache=True, fastmath=False)
-def _split_prod(q, k):
-    """``q * k = n + f``: ``n`` an integer-valued float, ``|f| <= 0.5`` (plus a
-    rounding-level remainder), exact for ``|q k| < 2**52``; else ``(q k, 0)``."""
-    kf = float(k)
-    p = q * kf
-    if not abs(p) < 4503599627370496.0:
-        return p, 0.0
-    err = _two_prod_err(q, kf, p)
-    n = np.floor(p + 0.5)
-    return n, (p - n) + err
-
-
-@njit(cache=True, fastmath=False)
-def _exp2_pair(L):
-    """``2**L`` as a pair (the exponent clamped, so huge ``L`` means 0 / inf)."""
-    if L != L:
-        return np.nan, np.int64(0)
-    if not abs(L) < 4503599627370496.0:
-        return 0.5, _cap(L) + 1
-    n = np.floor(L + 0.5)
-    v = 2.0 ** (L - n)
-    vm, ve = _frexp(v)
-    return vm, _cap(n) + ve
-
-
-@njit(cache=True, fastmath=False)
-def _pow_scaled(m, k, q):
-    """``(m 2**k)**q`` as ``(mantissa in [0.5, 1), int exponent)``, ``m > 0`` finite.
-
-    ``q k`` is split exactly into integer and fraction; ``m**q`` is ``pow``
-    when ``|q| <= 1000`` (then it lies in ``[2**-1000, 2**1000]``), else
-    ``2**(q log2 m)`` (``log1p`` of the value minus one when it lies in
-    ``[0.5, 2)``, where ``log2`` would lose the digits that ``q`` magnifies).
-    """
-    mm, kk = _frexp(m)
-    k = k + kk
-    if abs(q) <= 1000.0 and k >= -1000 and k <= 1000:
-        # the value is a normal float: pow on it, when the result is in range
-        r = math.ldexp(mm, k) ** q
-        if r >= 9.332636185032189e-302 and r <= 1.0715086071862673e301:
-            return _frexp(r)
-    if abs(q) <= 1000.0:
-        n1, f1 = _split_prod(q, k)
-        v = (mm ** q) * (2.0 ** f1)
-        vm, ve = _frexp(v)
-        return vm, _cap(n1) + ve
-    if k == 0 or k == 1:
-        lv = math.log1p(math.ldexp(mm, k) - 1.0) / _LN2
-        return _exp2_pair(q * lv)
-    n1, f1 = _split_prod(q, k)
-    t = q * math.log2(mm)          # |t| <= |q|, finite
-    if not abs(n1) < 4503599627370496.0:
-        return _exp2_pair(n1 + t)
-    n2 = np.floor(t + 0.5)
-    v = 2.0 ** (f1 + (t - n2))
-    vm, ve = _frexp(v)
-    return vm, _cap(n1 + n2) + ve
-
-
-
-@njit(cache=True, fastmath=False)
-def _in_t_range(v):
-    a = abs(v)
-    return a == 0.0 or (a >= _T_LO and a < _T_HI)
 
 
 @njit(cache=True, fastmath=False)
@@ -313,14 +174,18 @@ def _z_pair(x, Rr, Ir, Ss, Es, n, c, l):
 
 
 @njit(cache=True, fastmath=False)
-def _combine(fm, fe, xj, Am, Ae, am, ea, bm, eb):
-    """``f - 2 a beta x_j A`` from pairs, with one final rounding."""
-    if xj == 0.0 or am == 0.0 or bm == 0.0 or Am == 0.0:
-        cm = 0.0 * Am
+def _f_minus(v, Rr, Ir, n, c, l, pm, pe, qm, qe, zero, am, ea, bm, eb):
+    """``f - 2 a beta p q`` with ``f = v_c r_c`` (``v`` the cotangent or tangent), from
+    pairs with one final rounding; ``zero`` is the product's signed zero where a
+    factor of ``2 a beta p q`` is 0."""
+    tm, te = _frexp(v[n, c, l])
+    rm, ir = _norm_pair(Rr[n, c, l], Ir[n, c, l])
+    fm, fe = _norm_pair(tm * rm, te + ir)
+    if pm == 0.0 or qm == 0.0 or am == 0.0 or bm == 0.0:
+        cm = zero
         ce = np.int64(0)
     else:
-        xm, xe = _frexp(xj)
-        cm, ce = _norm_pair(2.0 * bm * am * xm * Am, eb + ea + xe + Ae)
+        cm, ce = _norm_pair(2.0 * bm * am * pm * qm, eb + ea + pe + qe)
     rm, re = _pair_add(fm, fe, -cm, ce)
     return _ldexp(rm, re)
 
@@ -348,18 +213,10 @@ def _vjp_scaled(x, Rr, Ir, Ss, Es, dy, n, j, l, c0, c1, am, ea, bm, eb):
                 zm, ze = _z_pair(x, Rr, Ir, Ss, Es, n, c, l)
                 if zm != 0.0:
                     tm, et = _frexp(t)
-                    term = _ldexp(tm * zm, ze + et - emax)
-                    w = s + term
-                    if abs(s) >= abs(term):
-                        comp += (s - w) + term
-                    else:
-                        comp += (term - w) + s
-                    s = w
+                    s, comp = _neumaier(s, comp, _ldexp(tm * zm, ze + et - emax))
         Am, Ae = _norm_pair(s + comp, emax)
-    dm, de = _frexp(dy[n, j, l])
-    rm, ir = _norm_pair(Rr[n, j, l], Ir[n, j, l])
-    fm, fe = _norm_pair(dm * rm, de + ir)
-    return _combine(fm, fe, x[n, j, l], Am, Ae, am, ea, bm, eb)
+    xm, xe = _frexp(x[n, j, l])
+    return _f_minus(dy, Rr, Ir, n, j, l, xm, xe, Am, Ae, 0.0 * Am, am, ea, bm, eb)
 
 
 @parallel_kernel(cache=True, fastmath=False)
@@ -404,46 +261,9 @@ def lrn_vjp(x, y, Rr, Ir, Ss, Es, F, dy, lo, hi, two_ab, am, ea, bm, eb):
 @njit(cache=True, fastmath=False)
 def _jvp_scaled(x, Rr, Ir, Ss, Es, t, n, c, l, j0, j1, am, ea, bm, eb):
     """``ty_c = t_c r_c - 2 a beta z_c sum_{j in W(c)} x_j t_j`` in pairs."""
-    emax = _NO_EXP
-    for j in range(j0, j1 + 1):
-        xv = x[n, j, l]
-        tv = t[n, j, l]
-        if xv != 0.0 and tv != 0.0:
-            _, e1 = _frexp(xv)
-            _, e2 = _frexp(tv)
-            if e1 + e2 > emax:
-                emax = e1 + e2
-    Bm = 0.0
-    Be = np.int64(0)
-    if emax != _NO_EXP:
-        s = 0.0
-        comp = 0.0
-        for j in range(j0, j1 + 1):
-            xv = x[n, j, l]
-            tv = t[n, j, l]
-            if xv != 0.0 and tv != 0.0:
-                m1, e1 = _frexp(xv)
-                m2, e2 = _frexp(tv)
-                term = _ldexp(m1 * m2, e1 + e2 - emax)
-                w = s + term
-                if abs(s) >= abs(term):
-                    comp += (s - w) + term
-                else:
-                    comp += (term - w) + s
-                s = w
-        Bm, Be = _norm_pair(s + comp, emax)
+    Bm, Be = _dot_pair(x[n, j0:j1 + 1, l], t[n, j0:j1 + 1, l], 0)
     zm, ze = _z_pair(x, Rr, Ir, Ss, Es, n, c, l)
-    tm, te = _frexp(t[n, c, l])
-    rm, ir = _norm_pair(Rr[n, c, l], Ir[n, c, l])
-    fm, fe = _norm_pair(tm * rm, te + ir)
-    # 2 a beta z_c B: pass z_c as the "x_j" factor through a pair product
-    if zm == 0.0 or Bm == 0.0 or am == 0.0 or bm == 0.0:
-        cm = 0.0 * zm * Bm
-        ce = np.int64(0)
-    else:
-        cm, ce = _norm_pair(2.0 * bm * am * zm * Bm, eb + ea + ze + Be)
-    qm, qe = _pair_add(fm, fe, -cm, ce)
-    return _ldexp(qm, qe)
+    return _f_minus(t, Rr, Ir, n, c, l, zm, ze, Bm, Be, 0.0 * zm * Bm, am, ea, bm, eb)
 
 
 @parallel_kernel(cache=True, fastmath=False)
@@ -478,3 +298,6 @@ def lrn_jvp(x, y, Rr, Ir, Ss, Es, F, t, lo, hi, two_ab, am, ea, bm, eb):
                 status[n, l] |= _ST_OVERFLOW
             ty[n, c, l] = r
     return ty, status
+
+
+restamp(globals())

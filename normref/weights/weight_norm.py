@@ -9,7 +9,7 @@ import numbers
 
 import numpy as np
 
-from ..kernels import lp as K
+from ..kernels import weight_norm as K
 from ..numerics import as_float64
 from ..registry import Case, Plan, Spec, register
 from .. import reference as _reference
@@ -191,7 +191,7 @@ def weight_norm(v, g, dim=0):
     ``dim=-1`` as "whole tensor" (``torch.nn.utils.weight_norm(dim=None)``
     passes ``-1``); use ``dim=None`` for that.
 
-    Numerical choices (details in :mod:`normref.kernels.lp`): float64; each
+    Numerical choices (details in :mod:`normref.kernels.weight_norm`): float64; each
     slice's norm :math:`n = r\,2^{e}` is computed on the slice scaled by
     :math:`2^{-e}` (:math:`2^e` the binade bound of :math:`\max|v|`, exact)
     with a compensated left-to-right sum, so 1e300 or 1e-300 weights give
