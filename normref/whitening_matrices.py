@@ -241,13 +241,19 @@ class PCA(MatrixFunction):
         with np.errstate(divide="ignore"):
             F = np.where(self.degenerate | np.eye(d, dtype=bool), 0.0, 1.0 / np.where(gap == 0, 1.0, gap))
         self.F = F
-        self._gap = np.where(self.degenerate | np.eye(d, dtype=bool), np.inf, np.abs(gap))
 
     @property
     def kappa(self):
+        """Condition number times the eigenvector sensitivity ``l_max / min gap``: the
+        output rotates with eigenvectors whose gap is small (near-degenerate pairs
+        included, their gap floored at the rounding level ``d eps l_max``)."""
         l = self.l
-        mingap = self._gap.min(axis=(-1, -2))
-        return l[..., 0] / l[..., -1] * np.where(np.isfinite(mingap), l[..., 0] / mingap, 1.0)
+        d = l.shape[-1]
+        if d < 2:
+            return l[..., 0] / l[..., -1]
+        gap = np.where(np.eye(d, dtype=bool), np.inf, np.abs(l[..., None, :] - l[..., :, None]))
+        mingap = np.maximum(gap.min(axis=(-1, -2)), d * _EPS * np.abs(l[..., 0]))
+        return l[..., 0] / l[..., -1] * np.maximum(1.0, l[..., 0] / mingap)
 
     def _check(self, A):
         """The antisymmetric part of ``A`` on repeated-eigenvalue pairs must vanish."""
@@ -423,7 +429,14 @@ class IterNorm(MatrixFunction):
                 f"of the {what}: rounding breaks the commutation of the iterates with the "
                 f"ill-conditioned normalized covariance; evaluation='spectral' gives the exact value"
             )
-        self.kappa = np.ones(S.shape[0]) * (1.0 + T)
+        # rounding sensitivity, for tolerances: T steps of products, each
+        # amplifying the non-commuting part of the error by up to (r + r^2)/2 - 1,
+        # r = sqrt(cond(Sigma_N)) (the uncoupled iteration's instability)
+        lam = np.linalg.eigvalsh(SN)
+        r = np.sqrt(lam[..., -1] / np.maximum(lam[..., 0], _EPS * lam[..., -1]))
+        growth = np.maximum(1.0, 0.5 * (r + r * r) - 1.0)
+        with np.errstate(over="ignore"):
+            self.kappa = np.minimum((1.0 + T) * growth ** T, 1e300)
 
     def _index(self, k):
         """Index into the saved iterates of iterate ``k`` (periodic past the cycle)."""
