@@ -1,16 +1,23 @@
 """Numerical policy shared by every normalizer.
 
 * Input arrays are accepted in float16, float32 or float64, upcast exactly to
-  float64 (every float16/float32 value is a float64 value) and results are
-  float64.  Integer, bool, complex and object input is a ``TypeError`` that
-  names the argument.
+  float64 (every float16/float32 value is a float64 value) as C-ordered plain
+  ndarrays, and results are float64.  Integer, bool, complex, object, string,
+  ragged and masked input is a ``TypeError`` that names the argument
+  (:func:`as_float64`); so are flags that are not bools (:func:`check_flag`)
+  and hyper-parameters that are not real numbers; an option string outside
+  its choices is a ``ValueError`` (:func:`check_choice`).
+* Linear maps (VJPs, JVPs) take their vector argument in power-of-two bands
+  (:func:`power_bands`, :func:`apply_banded`), so that no kernel sees a huge
+  or a tiny direction; :func:`all_finite` is the cheap finiteness test of the
+  "finite in, finite out" contract (:class:`normref.registry.Plan`).
 * Distances are measured in float64 units in the last place (:func:`ulp_distance`),
   the measure used by the accuracy benchmarks and by
   :func:`normref.testing.assert_close`.
 
 Statistics themselves (corrected two-pass moments with compensated sums and
-power-of-two rescaling) live in :mod:`normref.kernels.moments`, because they
-run inside numba kernels.
+power-of-two rescaling) live in the numba kernels (:mod:`normref.kernels`),
+because they run inside them.
 """
 from __future__ import annotations
 

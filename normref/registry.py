@@ -20,11 +20,12 @@ Spec of a public function, which is how :mod:`normref.autodiff` dispatches.
 from __future__ import annotations
 
 import abc
+from dataclasses import dataclass, field
+from typing import Any, Callable, Mapping
 
 import numpy as np
 
-from dataclasses import dataclass, field
-from typing import Any, Callable, Mapping
+from .numerics import all_finite
 
 __all__ = ["Spec", "Case", "Plan", "REGISTRY", "register", "spec_of", "names"]
 
@@ -89,14 +90,10 @@ class Plan(abc.ABC):
 
     def inputs_finite(self):
         """Whether every differentiable argument of this call is finite."""
-        from .numerics import all_finite
-
         return all_finite(*self._values.values())
 
     def check_finite(self, what, value, *also):
         """Raise ValueError if ``value`` is not finite while the arguments (and ``also``) are."""
-        from .numerics import all_finite
-
         if all_finite(value) or not (self.inputs_finite() and all_finite(*also)):
             return
         bad = np.flatnonzero(~np.isfinite(np.asarray(value)).ravel())

@@ -12,7 +12,7 @@ from fractions import Fraction
 import numpy as np
 
 from ..kernels import lrn as K
-from ..numerics import as_float64, check_finite_scalar
+from ..numerics import as_float64, check_choice, check_finite_scalar
 from ..registry import Case, Plan, Spec, register
 from .. import reference as _reference
 
@@ -58,6 +58,7 @@ _B_LO, _B_HI = 2.0 ** -60, 2.0 ** 20
 class LocalResponseNormPlan(Plan):
     """Residuals: y, ``r = s^-beta = Rr 2^Ir`` and ``s = Ss 2^Es``, per-element flags."""
 
+    name = "local_response_norm"
     params = ("input",)
 
     def __init__(self, x, size, alpha, beta, k, convention):
@@ -173,10 +174,7 @@ def _bind(input, size, alpha=1e-4, beta=0.75, k=1.0, *, convention="torch"):
     size = int(size)
     if size <= 0:
         raise ValueError(f"local_response_norm: size must be a positive int, got {size}")
-    if convention not in CONVENTIONS:
-        raise ValueError(
-            f"local_response_norm: convention must be one of {CONVENTIONS}, got {convention!r}"
-        )
+    check_choice("convention", convention, CONVENTIONS)
     if convention in ("caffe", "tf") and size % 2 == 0:
         hint = (
             "Caffe's LRN layer only supports odd local_size"

@@ -23,6 +23,7 @@ class NormalizePlan(Plan):
     ``N = Nm 2**eN`` with the binade exponent ``e`` of ``max |x|`` (see
     :mod:`normref.kernels.normalize`)."""
 
+    name = "normalize"
     params = ("input",)
 
     def __init__(self, x, p, dim, eps):

@@ -20,6 +20,7 @@ __all__ = ["weight_norm"]
 class WeightNormPlan(Plan):
     """Rows = slices of ``v`` along ``dim`` (one row for ``dim=None``)."""
 
+    name = "weight_norm"
     params = ("v", "g")
 
     def __init__(self, v, g, dim):
