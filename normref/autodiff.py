@@ -23,10 +23,11 @@ The contract every derivative keeps (and tests/test_fuzz.py checks):
   or TypeError naming it.  A call that raises leaves every argument and
   running buffer as it was (a JVP validates its tangents before the forward
   updates running statistics);
-* the derivatives are of the arguments *as they were at the call*: the
-  arrays a plan differentiates are copied once, so mutating them after
-  :func:`vjp`, :func:`jvp` or :func:`jacobian_operator` returns changes
-  nothing;
+* the derivatives are of the arguments *as they were at the call*: a
+  pullback or an operator keeps private copies of what it reads later (made
+  once, inside the forward kernel where it can), so mutating the arguments
+  after :func:`vjp` or :func:`jacobian_operator` returns changes nothing
+  (:func:`jvp` and :func:`jacobian` compute everything before they return);
 * a cotangent or tangent of any finite magnitude gives the exact result:
   it is split into power-of-two bands (:func:`normref.numerics.power_bands`;
   a no-op for magnitudes between 2^-64 and 2^64 spanning less than 2^300)
@@ -91,12 +92,15 @@ def _owned_bind(f, args, kwargs):
 
     Derivatives are computed after the call returns, from the plan's saved
     arguments; copying them makes the result independent of what the caller
-    does to its arrays afterwards.  Arrays the call updates in place
-    (running statistics in training) are not differentiated and stay shared.
+    does to its arrays afterwards.  The plan says which arguments it needs
+    copied (:meth:`~normref.registry.Plan.keep_private`: the standardizers copy
+    their input inside the forward kernel, whitening reads it only during the
+    forward).  Arrays the call updates in place (running statistics in
+    training) are not differentiated and stay shared.
     """
     spec, plan, slots = bind(f, *args, **kwargs)
     func, full, kw, _ = _unwrap(f, args, kwargs)
-    params = set(plan.params)
+    params = set(plan.keep_private())
     full = list(full)
     copied = False
     for i, name in enumerate(spec.signature[: len(full)]):
@@ -109,6 +113,7 @@ def _owned_bind(f, args, kwargs):
             copied = True
     if copied:
         plan = spec.bind(*full, **kw)
+        plan.keep_private()
     return spec, plan, slots
 
 
@@ -166,7 +171,7 @@ def jvp(f, primals, tangents, **kwargs):
             f"primals and tangents must have the same length, got {len(primals)} "
             f"and {len(tangents)}"
         )
-    spec, plan, slots = _owned_bind(f, primals, kwargs)
+    spec, plan, slots = bind(f, *primals, **kwargs)  # (computed now: nothing to keep private)
     tans = {}
     for i, (slot, t) in enumerate(zip(slots, tangents)):
         if t is None:

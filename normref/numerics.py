@@ -134,15 +134,18 @@ def check_choice(name, value, choices):
 
 
 def all_finite(*arrays):
-    """Whether every element of every array is finite (one cheap pass in the common case)."""
+    """Whether every element of every float array is finite (one integer pass each,
+    :func:`normref.kernels.bands.all_finite`); other dtypes are ignored."""
+    from .kernels.bands import all_finite as finite
+
     for a in arrays:
         a = np.asarray(a)
         if a.size == 0 or a.dtype.kind not in "fc":
             continue
-        with np.errstate(all="ignore"):
-            if np.isfinite(np.add.reduce(a, axis=None)):
-                continue  # a finite sum has no NaN / inf terms
-        if not np.isfinite(a).all():
+        if a.dtype.kind == "c":
+            if not np.isfinite(a).all():
+                return False
+        elif not finite(a):
             return False
     return True
 

@@ -83,6 +83,14 @@ class Plan(abc.ABC):
             self._y = y
         return self._y
 
+    def keep_private(self):
+        """Called by the derivative API before the forward runs: derivatives taken after
+        the call returns must not read the caller's arrays.  Returns the names of the
+        arguments the caller must hand over as private copies: by default all of them;
+        a plan that reads an argument only during the forward, or copies it itself
+        while the forward streams through it, leaves it out."""
+        return tuple(self.params)
+
     @property
     def output_shape(self):
         """Shape of the output, known before the forward runs (default: the first parameter's)."""

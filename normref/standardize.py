@@ -122,6 +122,12 @@ class Standardization(Plan):
         self.params = tuple(values)
         self.empty = x.size == 0
         self.on_forward = None if self.empty else on_forward
+        self._private = False
+
+    def keep_private(self):
+        """The input is copied by the forward kernel itself (see :class:`Plan`)."""
+        self._private = True
+        return tuple(n for n in self.params if n != self.names[0])
 
     # -- forward ------------------------------------------------------------
     def _forward(self):
@@ -152,12 +158,20 @@ class Standardization(Plan):
             fm = rstd = np.zeros(1)
         gamma = self.weight.flat if self.weight is not None else np.zeros(1)
         beta = self.bias.flat if self.bias is not None else np.zeros(1)
+        # a private copy of the input for derivatives taken after the call returns
+        # (keep_private), written by the kernel while each row is hot; the flat
+        # buffer is already private when the layout had to copy
+        copy_x = self._private and np.shares_memory(xf, x)
+        x_copy = np.empty_like(xf) if copy_x else np.zeros(1)
         K.standardize_forward(
             xf, layout.shape5, layout.strides, layout.param_strides, gamma, beta,
             self.weight is not None, self.bias is not None,
             self.center, self.eps, self.eps_outside, fm, rstd, fs, self.fixed is not None,
-            buf, mu_hi, mu_lo, scale, F, c, var,
+            buf, mu_hi, mu_lo, scale, F, c, var, x_copy, copy_x,
         )
+        if copy_x:
+            self._xf = x_copy
+            self._values[self.names[0]] = self.x = x_copy.reshape(x.shape)
         if self.fixed is not None:
             var = fv.copy()
         y = to_S(buf)

@@ -212,6 +212,11 @@ class Whitening(Plan):
                     _WORK_COPIES * 8 * view.B * view.d * view.d,
                     "use a smaller group_size" if view.kind == "batch" else "use fewer groups")
 
+    def keep_private(self):
+        """The input is read only during the forward (the derivatives use the private
+        centred blocks): only the recovery and running estimates need copies."""
+        return tuple(n for n in self.params if n != "input")
+
     # -- forward ------------------------------------------------------------
     def _forward(self):
         v = self.view

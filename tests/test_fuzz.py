@@ -44,6 +44,9 @@ EXAMPLES = int(os.environ.get("NORMREF_FUZZ_EXAMPLES", DEFAULT_EXAMPLES))
 FUZZ = settings(max_examples=EXAMPLES, derandomize=EXAMPLES == DEFAULT_EXAMPLES, deadline=None,
                 database=None, suppress_health_check=list(HealthCheck))
 
+#: relative agreement always accepted between normref and the textbook reference
+REFERENCE_FLOOR = 2.0 ** -40
+
 #: outcome counts of this run: (test, outcome) -> calls (printed by conftest.py)
 COUNTS = collections.Counter()
 
@@ -294,6 +297,11 @@ def _reference_agrees(spec, y, args, kwargs, mutates):
     its textbook arithmetic is trustworthy: no overflow, underflow or invalid operation),
     normref's forward ``y`` agrees with it within the check's tolerance (relative to the
     conditioning of the call)."""
+    # numpy scalar hyper-parameters as the numbers they hold (np.float16(0.7) / 5 would
+    # be float16 arithmetic in the textbook formula; normref takes the value exactly)
+    plain = lambda v: float(v) if isinstance(v, np.floating) and not isinstance(v, np.ndarray) else v  # noqa: E731
+    args = [plain(a) for a in args]
+    kwargs = {k: plain(v) for k, v in kwargs.items()}
     case = Case("fuzz", tuple(args), kwargs, mutates=mutates)
     try:
         with warnings.catch_warnings(), np.errstate(all="raise"), _time_limit(2.0):
@@ -307,6 +315,11 @@ def _reference_agrees(spec, y, args, kwargs, mutates):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)
         tol = nrcheck.FORWARD_ULPS * nrcheck.EPS * nrcheck.case_cond(spec, case)
+    # the textbook reference is itself inexact at hostile magnitudes (a p-norm of entries
+    # near 2^361: 64 ulps from a 50-digit value, normref 1): the fuzz catches wrong
+    # answers (NaN, garbage, a wrong branch: errors of order 1); ulp-level accuracy at
+    # hostile points is asserted against mpmath in tests/test_hostile*.py
+    tol = max(tol, REFERENCE_FLOOR)
     err = float(np.max(np.abs(y - yr), initial=0)) / max(1.0, float(np.max(np.abs(yr), initial=0)))
     COUNTS[("reference", "compared")] += 1
     assert err <= tol, f"{spec.name}: forward differs from the reference ({err:.3g} > {tol:.3g})"
@@ -488,7 +501,7 @@ def test_derivative_api(name, data):
 
 @pytest.mark.parametrize("name", NAMES)
 def test_derivatives_are_of_the_arguments_as_they_were(name):
-    """Mutating the arguments after vjp / jvp / jacobian_operator returns changes nothing."""
+    """Mutating the arguments after vjp / jacobian_operator returns changes nothing."""
     spec = REGISTRY[name]
     for case in examples(name):
         args = tuple(a.copy() if isinstance(a, np.ndarray) else a for a in case.args)

@@ -1,10 +1,17 @@
-"""numba kernel for the magnitude range of an array (:func:`normref.numerics.power_bands`).
+"""numba kernels for the magnitude range and the finiteness of an array.
 
-One read pass, no temporaries: the common case of every derivative call
-(a cotangent whose magnitudes need no rescaling) costs a fraction of the
-derivative itself.  Chunks of the flat array are reduced in parallel and
-combined in a fixed order; max and min are exact, so the result does not
-depend on the thread count either way.
+Used on every derivative call (:func:`normref.numerics.power_bands`: is the
+cotangent in the range that needs no rescaling?) and on every result
+(:func:`normref.numerics.all_finite`), so they must cost a fraction of the
+derivative itself: one read pass, no temporaries, and integer arithmetic on
+the bit patterns, which LLVM vectorizes without any floating-point
+reassociation.  With the sign bit cleared, the bits of a float64 order as
+its magnitude does (+0 < subnormals < normals < inf < NaN), so ``max`` of the
+bits is the largest magnitude (a NaN, if any), and ``min`` of ``bits - 1`` in
+unsigned arithmetic (0 wraps to the largest value) plus 1 is the smallest
+nonzero magnitude.  Chunks are reduced in parallel and combined in a fixed
+order; max and min are exact, so the result does not depend on the thread
+count either way.
 """
 from __future__ import annotations
 
@@ -13,42 +20,62 @@ from numba import prange
 
 from ._dispatch import parallel_kernel
 
-__all__ = ["abs_range"]
+__all__ = ["abs_range", "all_finite"]
 
 _CHUNKS = 64
+_MAGNITUDE = np.uint64(0x7FFFFFFFFFFFFFFF)
+_INF_BITS = np.uint64(0x7FF0000000000000)
 
 
 @parallel_kernel(cache=True, fastmath=False)
-def _abs_range(a):
-    n = a.size
+def _bit_range(bits, want_bottom):
+    """``(max, min nonzero)`` of the magnitude bits of a flat uint64 view (0 and 2^64-1 if none)."""
+    n = bits.size
     per = (n + _CHUNKS - 1) // _CHUNKS
-    tops = np.zeros(_CHUNKS)
-    bottoms = np.full(_CHUNKS, np.inf)
+    tops = np.zeros(_CHUNKS, dtype=np.uint64)
+    bottoms = np.zeros(_CHUNKS, dtype=np.uint64)
+    one = np.uint64(1)
+    mag = np.uint64(0x7FFFFFFFFFFFFFFF)
     for k in prange(_CHUNKS):
-        top = 0.0
-        bottom = np.inf
+        top = np.uint64(0)
+        low = np.uint64(0xFFFFFFFFFFFFFFFF)
         for i in range(k * per, min(n, (k + 1) * per)):
-            v = abs(a[i])
-            if not v <= top:  # NaN propagates
-                top = v
-            if v > 0.0 and v < bottom:
-                bottom = v
+            b = bits[i] & mag
+            top = max(top, b)
+            if want_bottom:
+                low = min(low, b - one)
         tops[k] = top
-        bottoms[k] = bottom
-    top = 0.0
-    bottom = np.inf
+        bottoms[k] = low
+    top = np.uint64(0)
+    low = np.uint64(0xFFFFFFFFFFFFFFFF)
     for k in range(_CHUNKS):
-        if not tops[k] <= top:
-            top = tops[k]
-        if bottoms[k] < bottom:
-            bottom = bottoms[k]
-    return top, bottom
+        top = max(top, tops[k])
+        low = min(low, bottoms[k])
+    return top, low
+
+
+def _bits(a):
+    return np.ascontiguousarray(a, dtype=np.float64).reshape(-1).view(np.uint64)
 
 
 def abs_range(a):
-    """``(max |a|, min nonzero |a|)`` of a float64 array (``(0, inf)`` when all zero;
+    """``(max |a|, min nonzero |a|)`` of a float array (``(0, inf)`` when all zero;
     the max is NaN when ``a`` holds a NaN)."""
-    a = np.ascontiguousarray(a, dtype=np.float64).reshape(-1)
-    if a.size == 0:
+    bits = _bits(a)
+    if bits.size == 0:
         return 0.0, np.inf
-    return _abs_range(a)
+    top, low = _bit_range(bits, True)
+    top_f = float(np.array([top], dtype=np.uint64).view(np.float64)[0])
+    if low == np.uint64(0xFFFFFFFFFFFFFFFF):
+        return top_f, np.inf
+    bottom = float(np.array([low + np.uint64(1)], dtype=np.uint64).view(np.float64)[0])
+    return top_f, bottom
+
+
+def all_finite(a):
+    """Whether every element of a float array is finite (one integer max pass)."""
+    bits = _bits(a)
+    if bits.size == 0:
+        return True
+    top, _ = _bit_range(bits, False)
+    return bool(top < _INF_BITS)

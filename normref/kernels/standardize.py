@@ -298,7 +298,7 @@ def _group_stats(x, sh, st, g1, g2, center, eps, eps_outside):
 # -- kernels -------------------------------------------------------------------------
 def _standardize_forward(x, sh, st, ps, gamma, beta, has_gamma, has_beta, center, eps,
                          eps_outside, fixed_mean, fixed_rstd, fixed_scale, use_fixed, y,
-                         mu_hi, mu_lo, scale, F, c, var):
+                         mu_hi, mu_lo, scale, F, c, var, x_copy, copy_x):
     """Statistics and output of every group, fused so each group is read hot.
 
     ``fixed_mean`` / ``fixed_rstd`` (one value per group: the mean and
@@ -306,6 +306,9 @@ def _standardize_forward(x, sh, st, ps, gamma, beta, has_gamma, has_beta, center
     (running statistics, ``c = 0``), the deviations formed at ``fixed_scale``
     (1, or 1/2 for data near the float64 maximum, so that ``x - mean``
     cannot overflow).  Writes the per-group statistics into the 1-D arrays.
+    With ``copy_x`` the input is also copied into ``x_copy`` while each row
+    is hot (a private copy for derivatives taken later, at the cost of one
+    extra write instead of a separate copy).
     """
     G2, R1, R2, R3 = sh[1], sh[2], sh[3], sh[4]
     st0, st1, st2, st3 = st[0], st[1], st[2], st[3]
@@ -340,6 +343,9 @@ def _standardize_forward(x, sh, st, ps, gamma, beta, has_gamma, has_beta, center
                                  gamma[pb:pb + R3] if has_gamma else gamma[:0],
                                  beta[pb:pb + R3] if has_beta else beta[:0],
                                  has_gamma, has_beta)
+                if copy_x:
+                    for i in range(b, b + R3):
+                        x_copy[i] = x[i]
 
 
 def _standardize_project(x, sh, st, ps, gamma, has_gamma, v, center, mu_hi, mu_lo, scale,
