@@ -62,7 +62,7 @@ groups, observed over the group's channels and positions (block
   iteration, :math:`P_T = D\,p_T(\Lambda_N)D^\top`, differentiated through
   the divided differences of :math:`p_T` (a recursion without cancellation,
   exact at repeated eigenvalues, bounded work for any T: see
-  :mod:`normref.whitening_matrices`); with
+  :mod:`normref.newton_schulz`); with
   ``evaluation="newton"`` the matrix iteration as frameworks run it, with
   the forward-mode recurrence through the T Newton-Schulz steps and the
   trace normalization and its exact reverse sweep over the saved
@@ -101,9 +101,8 @@ from .kernels import whiten as K
 from .limits import check_bytes
 from .numerics import apply_banded
 from .registry import Plan
-from .whitening_matrices import (EVALUATIONS, METHODS, GivenMatrix, MatrixFunction,  # noqa: F401
-                                 ScaledMatrix, _sym, _T, newton_schulz_map, spectral_tables,
-                                 whitening_matrix)
+from .newton_schulz import IterNorm, IterNormSpectral, newton_schulz_map, spectral_tables  # noqa: F401
+from .whitening_matrices import PCA, ZCA, Cholesky, GivenMatrix, MatrixFunction, ScaledMatrix, _sym, _T
 
 #: d x d stacks a whitening call holds at once (covariance, eigenvectors, W,
 #: derivative temporaries): what the memory limit counts
@@ -111,6 +110,27 @@ _WORK_COPIES = 8
 
 __all__ = ["BlockView", "MatrixFunction", "METHODS", "EVALUATIONS", "newton_schulz_map",
            "spectral_tables", "whitening_matrix", "Whitening", "FixedWhitening"]
+
+
+#: the whitening methods (``method`` keyword); IterNorm's evaluation picks its class
+METHODS = {"pca": PCA, "zca": ZCA, "cholesky": Cholesky, "iter_norm": IterNorm}
+
+#: ways to evaluate IterNorm's matrix (``evaluation`` keyword)
+EVALUATIONS = ("spectral", "newton")
+
+
+def whitening_matrix(S, method, *, T=5, evaluation="spectral", what="covariance", eps=None,
+                     scale=None):
+    """The :class:`MatrixFunction` of ``method`` at the stacked SPD matrices ``S``.
+
+    ``scale`` (per block, optional): the factor by which ``S`` was divided
+    (power-of-two rescaling), used only to report true eigenvalues in errors.
+    """
+    cls = METHODS[method]
+    if cls is IterNorm:
+        cls = IterNormSpectral if evaluation == "spectral" else IterNorm
+        return cls(S, T=T, what=what, eps=eps, scale=scale)
+    return cls(S, what=what, eps=eps, scale=scale)
 
 
 # ---------------------------------------------------------------------------

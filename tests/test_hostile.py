@@ -19,7 +19,7 @@ import pytest
 
 import normref as nr
 from normref.limits import allow
-from normref.whitening_matrices import MAX_STEPS, spectral_tables
+from normref.newton_schulz import MAX_STEPS, spectral_tables
 
 RNG = np.random.default_rng(0)
 
