@@ -20,6 +20,8 @@ Spec of a public function, which is how :mod:`normref.autodiff` dispatches.
 from __future__ import annotations
 
 import abc
+import contextlib
+import inspect
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping
 
@@ -27,7 +29,8 @@ import numpy as np
 
 from .numerics import all_finite
 
-__all__ = ["Spec", "Case", "Plan", "REGISTRY", "register", "spec_of", "names"]
+__all__ = ["Spec", "Case", "Plan", "REGISTRY", "register", "unregister", "registered",
+           "spec_of", "names"]
 
 
 @dataclass(frozen=True)
@@ -157,14 +160,32 @@ class Plan(abc.ABC):
 
 @dataclass(frozen=True)
 class Spec:
+    """Everything normref knows about one normalizer, declared in its one module.
+
+    Taxonomy (data, see :mod:`normref.taxonomy`): ``nap`` an :class:`Area`,
+    ``nop`` an :class:`Operation`, ``nrr`` a :class:`Recovery`; suites ask the
+    traits below (``centres``, ``batch_axis``, ``running_state``, ``whitening``)
+    instead of keeping lists of names.
+
+    Hooks the generic suites read (``None``: the suite skips this normalizer):
+
+    * ``catalogue`` -- the conformance catalogue's entry
+      (:class:`normref.testing.conformance.Catalogue`);
+    * ``strategy`` -- ``strategy(draw, h) -> (args, kwargs)``: one hypothesis
+      draw of a valid call, ``h`` the helpers of :mod:`normref.testing.strategies`
+      (so the module itself never imports hypothesis);
+    * ``layer`` -- how the normalizer is applied to ``(N, features)``
+      activations (networks, the invariance table): a :class:`normref.nets.LayerCall`.
+    """
+
     name: str
     function: Callable
     bind: Callable
     reference: Callable
     family: str  # "activations" | "weights" | "gradients"
-    nap: str
-    nop: str
-    nrr: str
+    nap: Any
+    nop: Any
+    nrr: Any
     citation: str
     examples: Callable
     conventions: Mapping[str, str] = field(default_factory=dict)
@@ -172,6 +193,43 @@ class Spec:
     differentiable: tuple = ("input",)
     #: positional index -> parameter name, for the signature of ``function``
     signature: tuple = ()
+    catalogue: Any = None
+    strategy: Callable | None = None
+    layer: Any = None
+    #: True for a normalizer registered by a user (derivatives may come from autograd)
+    user: bool = False
+
+    # -- traits --------------------------------------------------------------
+    @property
+    def centres(self):
+        """A mean is subtracted from each group (shift invariant, offset-sensitive)."""
+        return bool(self.nop.centres)
+
+    @property
+    def scale_only(self):
+        """Divides by a scale without subtracting a mean (RMS, Lp, LRN, weight norm)."""
+        return not self.nop.centres
+
+    @property
+    def whitening(self):
+        return bool(self.nop.whitens)
+
+    @property
+    def batch_axis(self):
+        """The statistics mix the samples of a batch."""
+        return bool(self.nap.batch)
+
+    @property
+    def running_state(self):
+        """The signature takes running statistics (updated in place in training)."""
+        return any(p.startswith("running_") for p in self.signature)
+
+    def slot(self, parameter):
+        """Positional index of ``parameter`` in the signature, or None."""
+        try:
+            return self.signature.index(parameter)
+        except ValueError:
+            return None
 
     def __repr__(self):
         return f"Spec({self.name!r}: NAP={self.nap}, NOP={self.nop}, NRR={self.nrr})"
@@ -182,15 +240,48 @@ _BY_FUNCTION: dict[Callable, Spec] = {}
 
 
 def register(spec: Spec) -> Spec:
+    """Add ``spec`` to the registry (its signature read from ``spec.function``).
+
+    Built-in normalizers register themselves on import.  A registration that
+    must not outlive a test or a session is scoped with :func:`registered`.
+    """
+    from .taxonomy import Area, Operation, Recovery
+
+    if not isinstance(spec, Spec):
+        raise TypeError(f"register expects a Spec, got {type(spec).__name__}")
     if spec.name in REGISTRY:
         raise ValueError(f"normalizer {spec.name!r} registered twice")
-    import inspect
-
+    for field_name, kind in (("nap", Area), ("nop", Operation), ("nrr", Recovery)):
+        if not isinstance(getattr(spec, field_name), kind):
+            raise TypeError(f"Spec {spec.name!r}: {field_name} must be a normref.taxonomy."
+                            f"{kind.__name__}, got {type(getattr(spec, field_name)).__name__}")
     params = tuple(inspect.signature(spec.function).parameters)
     spec = Spec(**{**spec.__dict__, "signature": params})
     REGISTRY[spec.name] = spec
     _BY_FUNCTION[spec.function] = spec
     return spec
+
+
+def unregister(name):
+    """Remove the normalizer registered as ``name`` (KeyError if there is none)."""
+    spec = REGISTRY.pop(name)
+    _BY_FUNCTION.pop(spec.function, None)
+    return spec
+
+
+@contextlib.contextmanager
+def registered(*specs):
+    """Register ``specs`` for the duration of a ``with`` block, then remove them
+    (also when the block raises), leaving the registry as it was."""
+    done = []
+    try:
+        for s in specs:
+            done.append(register(s))
+        yield done[0] if len(done) == 1 else done
+    finally:
+        for s in reversed(done):
+            if REGISTRY.get(s.name) is s:
+                unregister(s.name)
 
 
 def spec_of(f) -> Spec:

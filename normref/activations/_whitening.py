@@ -13,6 +13,7 @@ import numpy as np
 from ..numerics import (all_finite, as_float64, as_optional_float64, check_choice,
                         check_finite_scalar, check_flag)
 from ..registry import Case, Spec, register
+from ..taxonomy import Area, AreaKind as A, Operation, OpKind as O, Recovery, RecoveryKind as R
 from ..whiten import EVALUATIONS, METHODS, BlockView, FixedWhitening, Whitening
 from ._common import commit_updates, eps_value, input_array, positive_int, running_buffer
 
@@ -185,9 +186,9 @@ def register_batch_whitening(function, method, *, nop, citation, iterative=False
         bind=functools.partial(bind_batch_whitening, method, name),
         reference=getattr(reference, name),
         family="activations",
-        nap="batch: (N, spatial) per channel group of group_size channels",
-        nop=nop,
-        nrr="affine per channel or coloring matrix per group",
+        nap=Area(A.BATCH, "batch: (N, spatial) per channel group of group_size channels", batch=True),
+        nop=Operation(O.WHITEN, nop, centres=True, whitens=True),
+        nrr=Recovery((R.AFFINE, R.COLORING), "affine per channel or coloring matrix per group"),
         citation=citation,
         examples=functools.partial(batch_examples, T=5 if iterative else None),
         conventions=conventions,

@@ -4,6 +4,7 @@ from __future__ import annotations
 from .. import reference
 from ..partition import Partition
 from ..registry import Case, Spec, register
+from ..taxonomy import Area, AreaKind as A, Operation, OpKind as O, Recovery, RecoveryKind as R
 from ..standardize import Standardization
 from ._common import affine_param, eps_value, input_array
 from .group_norm import channel_groups
@@ -59,9 +60,9 @@ register(Spec(
     bind=_bind,
     reference=reference.batch_group_norm,
     family="activations",
-    nap="batch-group: (N, C/G, spatial) per channel group",
-    nop="standardize",
-    nrr="affine per channel",
+    nap=Area(A.BATCH_GROUP, "batch-group: (N, C/G, spatial) per channel group", batch=True),
+    nop=Operation(O.STANDARDIZE, "standardize", centres=True),
+    nrr=Recovery((R.AFFINE,), "affine per channel"),
     citation="Zhou et al. 2020, Batch Group Normalization, arXiv preprint",
     examples=_examples,
     differentiable=("input", "weight", "bias"),

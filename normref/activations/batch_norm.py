@@ -6,6 +6,7 @@ import numpy as np
 from .. import reference
 from ..partition import Partition
 from ..registry import Case, Spec, register
+from ..taxonomy import Area, AreaKind as A, Operation, OpKind as O, Recovery, RecoveryKind as R
 from ..standardize import FixedStats, Standardization
 from ._common import (RunningStats, affine_param, channel_axis_of, eps_value, input_array,
                       running_options)
@@ -132,9 +133,9 @@ register(Spec(
     bind=_bind,
     reference=reference.batch_norm,
     family="activations",
-    nap="batch: (N, spatial) per channel",
-    nop="standardize (batch statistics in training, running statistics in eval)",
-    nrr="affine per channel",
+    nap=Area(A.BATCH, "batch: (N, spatial) per channel", batch=True),
+    nop=Operation(O.STANDARDIZE, "standardize (batch statistics in training, running statistics in eval)", centres=True),
+    nrr=Recovery((R.AFFINE,), "affine per channel"),
     citation="Ioffe & Szegedy 2015, Batch Normalization, ICML, arXiv:1502.03167",
     examples=_examples,
     conventions={

@@ -6,6 +6,7 @@ import numpy as np
 from .. import reference
 from ..partition import Partition
 from ..registry import Case, Spec, register
+from ..taxonomy import Area, AreaKind as A, Operation, OpKind as O, Recovery, RecoveryKind as R
 from ..standardize import Standardization
 from ..numerics import check_flag
 from ._common import RunningStats, affine_param, eps_value, input_array, positive_int, running_options
@@ -91,9 +92,9 @@ register(Spec(
     bind=_bind,
     reference=reference.ghost_batch_norm,
     family="activations",
-    nap="ghost batch: (virtual batch, spatial) per (chunk, channel)",
-    nop="standardize",
-    nrr="affine per channel",
+    nap=Area(A.GHOST_BATCH, "ghost batch: (virtual batch, spatial) per (chunk, channel)", batch=True),
+    nop=Operation(O.STANDARDIZE, "standardize", centres=True),
+    nrr=Recovery((R.AFFINE,), "affine per channel"),
     citation="Hoffer, Hubara & Soudry 2017, Train longer, generalize better, NeurIPS, arXiv:1705.08741",
     examples=_examples,
     differentiable=("input", "weight", "bias", "running_mean", "running_var"),

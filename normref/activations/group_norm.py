@@ -7,6 +7,7 @@ from .. import reference
 from ..numerics import check_choice
 from ..partition import Partition
 from ..registry import Case, Spec, register
+from ..taxonomy import Area, AreaKind as A, Operation, OpKind as O, Recovery, RecoveryKind as R
 from ..standardize import Standardization
 from ._common import affine_param, eps_value, input_array, positive_int
 
@@ -73,9 +74,9 @@ register(Spec(
     bind=_bind,
     reference=reference.group_norm,
     family="activations",
-    nap="group: (C/G, spatial) per (n, g)",
-    nop="standardize",
-    nrr="affine per channel (or per group, ONNX opset 18)",
+    nap=Area(A.GROUP, "group: (C/G, spatial) per (n, g)"),
+    nop=Operation(O.STANDARDIZE, "standardize", centres=True),
+    nrr=Recovery((R.AFFINE,), "affine per channel (or per group, ONNX opset 18)"),
     citation="Wu & He 2018, Group Normalization, ECCV, arXiv:1803.08494",
     examples=_examples,
     conventions={"affine": "channel: weight (C,) (PyTorch, ONNX-21); group: weight (G,) (ONNX-18)"},

@@ -5,6 +5,7 @@ import numpy as np
 
 from .. import reference
 from ..registry import Case, Spec, register
+from ..taxonomy import Area, AreaKind as A, Operation, OpKind as O, Recovery, RecoveryKind as R
 from ._whitening import bind_group_whitening
 
 __all__ = ["group_whitening"]
@@ -71,9 +72,9 @@ register(Spec(
     bind=_bind,
     reference=reference.group_whitening,
     family="activations",
-    nap="group: per sample, G groups of (C/G, spatial), decorrelated across groups",
-    nop="whiten: IterNorm (default) or ZCA / PCA / Cholesky across the G groups",
-    nrr="affine per channel",
+    nap=Area(A.GROUP, "group: per sample, G groups of (C/G, spatial), decorrelated across groups"),
+    nop=Operation(O.WHITEN, "whiten: IterNorm (default) or ZCA / PCA / Cholesky across the G groups", centres=True, whitens=True),
+    nrr=Recovery((R.AFFINE,), "affine per channel"),
     citation="Huang, Zhou, Liu, Zhu & Shao 2021, Group Whitening, CVPR, arXiv:2009.13333",
     examples=_examples,
     conventions={

@@ -6,6 +6,7 @@ import numpy as np
 from .. import reference
 from ..partition import Partition
 from ..registry import Case, Spec, register
+from ..taxonomy import Area, AreaKind as A, Operation, OpKind as O, Recovery, RecoveryKind as R
 from ..standardize import Standardization
 from ..numerics import check_flag
 from ._common import RunningStats, affine_param, eps_value, input_array, running_options
@@ -88,9 +89,9 @@ register(Spec(
     bind=_bind,
     reference=reference.instance_norm,
     family="activations",
-    nap="instance: spatial per (n, c)",
-    nop="standardize (optional running statistics)",
-    nrr="affine per channel",
+    nap=Area(A.INSTANCE, "instance: spatial per (n, c)"),
+    nop=Operation(O.STANDARDIZE, "standardize (optional running statistics)", centres=True),
+    nrr=Recovery((R.AFFINE,), "affine per channel"),
     citation="Ulyanov, Vedaldi & Lempitsky 2016, Instance Normalization, arXiv:1607.08022",
     examples=_examples,
     differentiable=("input", "weight", "bias", "running_mean", "running_var"),

@@ -8,6 +8,7 @@ import numpy as np
 from .. import reference
 from ..partition import Partition
 from ..registry import Case, Spec, register
+from ..taxonomy import Area, AreaKind as A, Operation, OpKind as O, Recovery, RecoveryKind as R
 from ..standardize import Standardization
 from ._common import affine_param, eps_value, input_array
 
@@ -100,9 +101,9 @@ register(Spec(
     bind=_bind,
     reference=reference.layer_norm,
     family="activations",
-    nap="layer: trailing normalized_shape per sample",
-    nop="standardize",
-    nrr="affine (elementwise over normalized_shape)",
+    nap=Area(A.LAYER, "layer: trailing normalized_shape per sample"),
+    nop=Operation(O.STANDARDIZE, "standardize", centres=True),
+    nrr=Recovery((R.AFFINE,), "affine (elementwise over normalized_shape)"),
     citation="Ba, Kiros & Hinton 2016, Layer Normalization, arXiv:1607.06450",
     examples=_examples,
     differentiable=("input", "weight", "bias"),

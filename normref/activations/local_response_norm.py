@@ -14,6 +14,7 @@ import numpy as np
 from ..kernels import lrn as K
 from ..numerics import as_float64, check_choice, check_finite_scalar
 from ..registry import Case, Plan, Spec, register
+from ..taxonomy import Area, AreaKind as A, Operation, OpKind as O, Recovery, RecoveryKind as R
 from .. import reference as _reference
 
 __all__ = ["local_response_norm"]
@@ -297,9 +298,9 @@ register(Spec(
     bind=_bind,
     reference=_reference.local_response_norm,
     family="activations",
-    nap="channel window at each (sample, position)",
-    nop="scale: divide by (k + a * local energy)^beta",
-    nrr="none",
+    nap=Area(A.CHANNEL_WINDOW, "channel window at each (sample, position)"),
+    nop=Operation(O.SCALE, "scale: divide by (k + a * local energy)^beta", centres=False),
+    nrr=Recovery((R.NONE,), "none"),
     citation=(
         "Krizhevsky, Sutskever & Hinton, ImageNet Classification with Deep "
         "Convolutional Neural Networks, NeurIPS 2012"

@@ -9,6 +9,7 @@ from .. import reference
 from ..numerics import check_choice
 from ..partition import Partition
 from ..registry import Case, Spec, register
+from ..taxonomy import Area, AreaKind as A, Operation, OpKind as O, Recovery, RecoveryKind as R
 from ..standardize import Standardization
 from ._common import eps_value, input_array
 
@@ -77,9 +78,9 @@ register(Spec(
     bind=_bind,
     reference=reference.mean_variance_norm,
     family="activations",
-    nap="given axes",
-    nop="standardize (eps on the standard deviation, ONNX)",
-    nrr="none",
+    nap=Area(A.AXES, "given axes"),
+    nop=Operation(O.STANDARDIZE, "standardize (eps on the standard deviation, ONNX)", centres=True),
+    nrr=Recovery((R.NONE,), "none"),
     citation="ONNX operator MeanVarianceNormalization (opset 13)",
     examples=_examples,
     conventions={"eps_placement": "std: (x-mean)/(std+eps) as ONNX's function body; variance: /sqrt(var+eps)"},

@@ -13,6 +13,7 @@ import numpy as np
 from ..kernels import normalize as K
 from ..numerics import as_float64, check_finite_scalar
 from ..registry import Case, Plan, Spec, register
+from ..taxonomy import Area, AreaKind as A, Operation, OpKind as O, Recovery, RecoveryKind as R
 from .. import reference as _reference
 
 __all__ = ["normalize"]
@@ -265,9 +266,9 @@ register(Spec(
     bind=_bind,
     reference=_reference.normalize,
     family="activations",
-    nap="one axis (dim) per fibre",
-    nop="scale only: Lp norm, clamped below by eps",
-    nrr="none",
+    nap=Area(A.AXES, "one axis (dim) per fibre"),
+    nop=Operation(O.SCALE, "scale only: Lp norm, clamped below by eps", centres=False),
+    nrr=Recovery((R.NONE,), "none"),
     citation="PyTorch torch.nn.functional.normalize (Lp normalization; no single paper)",
     examples=_examples,
     conventions={

@@ -6,6 +6,7 @@ import numpy as np
 from .. import reference
 from ..partition import Partition
 from ..registry import Case, Spec, register
+from ..taxonomy import Area, AreaKind as A, Operation, OpKind as O, Recovery, RecoveryKind as R
 from ..standardize import Standardization
 from ._common import eps_value, input_array
 
@@ -50,9 +51,9 @@ register(Spec(
     bind=_bind,
     reference=reference.positional_norm,
     family="activations",
-    nap="positional: C per (n, position)",
-    nop="standardize",
-    nrr="none (moments shortcut downstream)",
+    nap=Area(A.POSITIONAL, "positional: C per (n, position)"),
+    nop=Operation(O.STANDARDIZE, "standardize", centres=True),
+    nrr=Recovery((R.NONE,), "none (moments shortcut downstream)"),
     citation="Li et al. 2019, Positional Normalization, NeurIPS, arXiv:1907.04312",
     examples=_examples,
 ))

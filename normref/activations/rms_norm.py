@@ -5,6 +5,7 @@ import numpy as np
 
 from .. import reference
 from ..registry import Case, Spec, register
+from ..taxonomy import Area, AreaKind as A, Operation, OpKind as O, Recovery, RecoveryKind as R
 from ..standardize import Standardization
 from ._common import affine_param, eps_value, input_array
 from .layer_norm import normalized_shape_of, trailing_partition
@@ -57,9 +58,9 @@ register(Spec(
     bind=_bind,
     reference=reference.rms_norm,
     family="activations",
-    nap="layer: trailing normalized_shape per sample",
-    nop="scale only: divide by the root mean square",
-    nrr="scale (elementwise gamma)",
+    nap=Area(A.LAYER, "layer: trailing normalized_shape per sample"),
+    nop=Operation(O.SCALE, "scale only: divide by the root mean square", centres=False),
+    nrr=Recovery((R.SCALE,), "scale (elementwise gamma)"),
     citation="Zhang & Sennrich 2019, Root Mean Square Layer Normalization, NeurIPS, arXiv:1910.07467",
     examples=_examples,
     conventions={"eps": "None -> finfo(input dtype).eps (PyTorch)"},

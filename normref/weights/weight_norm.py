@@ -12,6 +12,7 @@ import numpy as np
 from ..kernels import weight_norm as K
 from ..numerics import as_float64
 from ..registry import Case, Plan, Spec, register
+from ..taxonomy import Area, AreaKind as A, Operation, OpKind as O, Recovery, RecoveryKind as R
 from .. import reference as _reference
 
 __all__ = ["weight_norm"]
@@ -239,9 +240,9 @@ register(Spec(
     bind=_bind,
     reference=_reference.weight_norm,
     family="weights",
-    nap="one slice per index along dim (all other axes); whole tensor for dim=None",
-    nop="scale only: L2 norm",
-    nrr="learned gain g",
+    nap=Area(A.WEIGHT, "one slice per index along dim (all other axes); whole tensor for dim=None"),
+    nop=Operation(O.SCALE, "scale only: L2 norm", centres=False),
+    nrr=Recovery((R.SCALE,), "learned gain g"),
     citation=(
         "Salimans & Kingma, Weight Normalization: A Simple Reparameterization to "
         "Accelerate Training of Deep Neural Networks, NeurIPS 2016"
