@@ -11,7 +11,8 @@ Importing normref compiles nothing: numba kernels compile (or load from the
 on-disk cache) on first call.
 """
 from .autodiff import jacobian, jacobian_operator, jvp, vjp
-from .registry import REGISTRY
+from .registry import REGISTRY, registered, unregister
+from .registration import register
 
 # -- normalizers (each module registers itself) ------------------------------
 from .activations.batch_norm import batch_norm
@@ -36,4 +37,5 @@ from .activations.group_whitening import group_whitening
 
 __version__ = "0.1.0"
 
-__all__ = ["vjp", "jvp", "jacobian", "jacobian_operator", "REGISTRY"] + sorted(REGISTRY)
+__all__ = ["vjp", "jvp", "jacobian", "jacobian_operator", "REGISTRY", "register",
+           "registered", "unregister"] + sorted(REGISTRY)

@@ -14,6 +14,12 @@ mode) carries ``None``; keyword arguments are constants.
 >>> y, pullback = vjp(layer_norm, x, (8,), w, b)     # doctest: +SKIP
 >>> dx, _, dw, db = pullback(dy)                        # doctest: +SKIP
 
+A function that is not a registered normalizer -- any callable written with
+``autograd.numpy`` -- is differentiated by autograd instead
+(:mod:`normref.autograd_plan`): every floating-point positional array is a
+differentiable slot, and the pullback's (and operator's) ``derivatives``
+attribute says ``"autograd"`` rather than ``"normref"``.
+
 The contract every derivative keeps (and tests/test_fuzz.py checks):
 
 * arguments are checked before anything runs: a cotangent or tangent must be
@@ -41,11 +47,13 @@ from __future__ import annotations
 
 import functools
 import numbers
+from dataclasses import dataclass
 
 import numpy as np
 
 from .limits import check_bytes
 from .numerics import apply_banded, as_float64
+from .autograd_plan import autograd_bind, positional_names
 from .registry import spec_of
 
 __all__ = ["vjp", "jvp", "jacobian", "jacobian_operator", "bind"]
@@ -63,6 +71,30 @@ def _unwrap(f, args, kwargs):
     return f, args, dict(kwargs), n_pre
 
 
+@dataclass(frozen=True)
+class PlainCallable:
+    """What :func:`bind` needs of a function that is not a registered normalizer:
+    its name, positional parameter names and an autograd ``bind``."""
+
+    name: str
+    signature: tuple
+    bind: object
+
+
+def _spec_or_plain(f, n_args):
+    """The registered Spec of ``f``, or (for any other callable) its autograd stand-in."""
+    try:
+        return spec_of(f)
+    except TypeError:
+        if not callable(f) or isinstance(f, type):
+            raise TypeError(
+                f"expected a normalizer (a registered normref function or a callable written "
+                f"with autograd.numpy), got {type(f).__name__} {f!r:.60}"
+            ) from None
+    name = getattr(f, "__name__", type(f).__name__)
+    return PlainCallable(name, positional_names(f, n_args), autograd_bind(name, f))
+
+
 def bind(f, *args, **kwargs):
     """Return ``(spec, plan, slot_names)`` for a call ``f(*args, **kwargs)``.
 
@@ -73,7 +105,7 @@ def bind(f, *args, **kwargs):
     Binding validates the arguments and runs nothing.
     """
     f, args, kwargs, n_pre = _unwrap(f, args, kwargs)
-    spec = spec_of(f)
+    spec = _spec_or_plain(f, len(args))
     if len(args) > len(spec.signature):
         raise TypeError(
             f"{spec.name}() takes at most {len(spec.signature)} positional arguments, "
@@ -154,6 +186,7 @@ def vjp(f, *args, **kwargs):
         grads = _apply_vjp(plan, dy)
         return tuple(None if s is None else grads[s] for s in slots)
 
+    pullback.derivatives = plan.derivatives
     return y, pullback
 
 
@@ -323,4 +356,8 @@ def jacobian_operator(f, *args, wrt=0, **kwargs):
     spec, plan, slots = _owned_bind(f, args, kwargs)
     name = _wrt_name(spec, plan, slots, wrt)
     label = f"jacobian_operator of {spec.name} w.r.t. {name}"
-    return _operator_class()(plan, name, label)
+    if plan.derivatives != "normref":
+        label += f" (derivatives by {plan.derivatives})"
+    op = _operator_class()(plan, name, label)
+    op.derivatives = plan.derivatives
+    return op

@@ -72,6 +72,8 @@ class Plan(abc.ABC):
     """
 
     params: tuple = ()
+    #: who computes the derivatives: normref's exact kernels, or autograd (user functions)
+    derivatives: str = "normref"
     #: the normalizer's name, for messages
     name: str = "normalizer"
     #: optional callback ``on_forward(plan)`` run once after a successful forward

@@ -61,6 +61,7 @@ class OpKind(enum.Enum):
     SCALE = "scale"                #: x / scale, no mean subtracted (RMS, Lp, LRN)
     WHITEN = "whiten"              #: (x - mean) decorrelated by Sigma^(-1/2) or a factor of it
     COMPOSED = "composed"          #: built from other operations (EvoNorm)
+    USER = "user"                  #: declared by a user's own normalizer
 
 
 @dataclass(frozen=True)
