@@ -191,9 +191,16 @@ def register_batch_whitening(function, method, *, nop, citation, iterative=False
         nrr=Recovery((R.AFFINE, R.COLORING), "affine per channel or coloring matrix per group"),
         citation=citation,
         examples=functools.partial(batch_examples, T=5 if iterative else None),
+        strategy=functools.partial(batch_strategy, iterative=iterative),
         conventions=conventions,
         differentiable=("input", "weight", "bias", "running_mean", "running_cov"),
     ))
+
+
+def batch_strategy(draw, h, iterative=False):
+    """Hypothesis draw of a call of a batch-whitening normalizer (``Spec.strategy``; ``h`` =
+    normref.testing.strategies.HELPERS, whose ``batch_whitening`` draw the family shares)."""
+    return h.batch_whitening(draw, iterative=iterative)
 
 
 def batch_examples(rng, T=None):

@@ -45,6 +45,22 @@ def batch_group_norm(input, num_groups, weight=None, bias=None, eps=1e-5):
     return _bind(input, num_groups, weight, bias, eps).forward()
 
 
+def _strategy(draw, h):
+    """Hypothesis draw of a call (``Spec.strategy``): C = G x per, at least two values
+    per (batch, group)."""
+    st = h.st
+    N = draw(st.integers(1, 3))
+    G = draw(st.integers(1, 4))
+    per = draw(st.integers(1, 3))
+    C = G * per
+    spatial = draw(h.shapes(0, 2, max_side=4, max_size=max(1, h.MAX_SIZE // (N * C))))
+    if N * per * h.prod(spatial) < 2:
+        N = 2
+    x = h.data(draw, (N, C) + tuple(spatial))
+    w, b = h.affine(draw, (C,))
+    return (x, G, w, b), {"eps": draw(h.eps_values())}
+
+
 def _examples(rng):
     x = rng.standard_normal((3, 4, 2, 2))
     return [
@@ -65,5 +81,6 @@ register(Spec(
     nrr=Recovery((R.AFFINE,), "affine per channel"),
     citation="Zhou et al. 2020, Batch Group Normalization, arXiv preprint",
     examples=_examples,
+    strategy=_strategy,
     differentiable=("input", "weight", "bias"),
 ))

@@ -71,6 +71,23 @@ def instance_norm(input, running_mean=None, running_var=None, weight=None, bias=
                  momentum, eps).forward()
 
 
+def _strategy(draw, h):
+    """Hypothesis draw of a call (``Spec.strategy``): at least two spatial values,
+    running statistics or not (input statistics used)."""
+    st = h.st
+    N = draw(st.integers(1, 3))
+    C = draw(st.integers(1, 4))
+    spatial = draw(h.shapes(1, 2, max_side=5, max_size=max(2, h.MAX_SIZE // (N * C))))
+    if h.prod(spatial) < 2:
+        spatial = (2,) + tuple(spatial[1:])
+    x = h.data(draw, (N, C) + tuple(spatial))
+    rm = rv = None
+    if draw(st.booleans()):
+        rm, rv = h.running_stats(draw, C)
+    w, b = h.affine(draw, (C,))
+    return (x, rm, rv, w, b), {"use_input_stats": True, "eps": draw(h.eps_values())}
+
+
 def _examples(rng):
     x = rng.standard_normal((2, 3, 4, 2))
     w, b = rng.standard_normal(3), rng.standard_normal(3)
@@ -94,5 +111,6 @@ register(Spec(
     nrr=Recovery((R.AFFINE,), "affine per channel"),
     citation="Ulyanov, Vedaldi & Lempitsky 2016, Instance Normalization, arXiv:1607.08022",
     examples=_examples,
+    strategy=_strategy,
     differentiable=("input", "weight", "bias", "running_mean", "running_var"),
 ))

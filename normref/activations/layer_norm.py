@@ -81,6 +81,11 @@ def layer_norm(input, normalized_shape, weight=None, bias=None, eps=1e-5):
     return _bind(input, normalized_shape, weight, bias, eps).forward()
 
 
+def _strategy(draw, h):
+    """Hypothesis draw of a call (``Spec.strategy``): the trailing k axes normalized."""
+    return h.layer_like(draw, rms=False)
+
+
 def _examples(rng):
     x = rng.standard_normal((3, 8))
     x3 = rng.standard_normal((2, 3, 4, 5)) * 3.0 + 2.0
@@ -106,5 +111,6 @@ register(Spec(
     nrr=Recovery((R.AFFINE,), "affine (elementwise over normalized_shape)"),
     citation="Ba, Kiros & Hinton 2016, Layer Normalization, arXiv:1607.06450",
     examples=_examples,
+    strategy=_strategy,
     differentiable=("input", "weight", "bias"),
 ))

@@ -216,6 +216,20 @@ def weight_norm(v, g, dim=0):
     return _bind(v, g, dim).forward()
 
 
+def _strategy(draw, h):
+    """Hypothesis draw of a call (``Spec.strategy``): dim an axis or None, g around 1."""
+    st = h.st
+    shape = draw(h.shapes(1, 4, max_side=5))
+    dim = draw(st.one_of(st.none(), st.integers(0, len(shape) - 1)))
+    v = draw(h.float_arrays(shape))
+    if dim is None:
+        g = np.asarray(draw(st.floats(0.5, 2.0)))
+    else:
+        gshape = tuple(s if a == dim else 1 for a, s in enumerate(shape))
+        g = draw(h.float_arrays(gshape, offset=1.0, scale=0.3))
+    return (v, g), {"dim": dim}
+
+
 def _examples(rng):
     cases = []
     v = rng.standard_normal((4, 3))
@@ -248,6 +262,7 @@ register(Spec(
         "Accelerate Training of Deep Neural Networks, NeurIPS 2016"
     ),
     examples=_examples,
+    strategy=_strategy,
     conventions={
         "dim": "int: one norm per slice along dim (torch); None: whole tensor "
                "(torch's dim=-1 sentinel); negative ints are NumPy axes",
