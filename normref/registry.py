@@ -175,7 +175,10 @@ class Spec:
       draw of a valid call, ``h`` the helpers of :mod:`normref.testing.strategies`
       (so the module itself never imports hypothesis);
     * ``layer`` -- how the normalizer is applied to ``(N, features)``
-      activations (networks, the invariance table): a :class:`normref.nets.LayerCall`.
+      activations, or for a weight normalizer to a layer's weight matrix
+      (:class:`normref.nets.Norm`, the invariance table, the SND estimates): a
+      :class:`normref.layer_call.LayerCall` with its argument slots, view,
+      options and the invariance table's options.
     """
 
     name: str

@@ -192,9 +192,19 @@ def register_batch_whitening(function, method, *, nop, citation, iterative=False
         citation=citation,
         examples=functools.partial(batch_examples, T=5 if iterative else None),
         strategy=functools.partial(batch_strategy, iterative=iterative),
+        layer=BATCH_LAYER,
         conventions=conventions,
         differentiable=("input", "weight", "bias", "running_mean", "running_cov"),
     ))
+
+
+from ..layer_call import LayerCall  # noqa: E402  (the layer= fact below)
+
+#: the layer fact of the batch-whitening family: training mode, the features as
+#: channels whitened over the cases in groups of ``group_size`` (all by default,
+#: 4 of the table's 12), per-channel affine
+BATCH_LAYER = LayerCall(lambda x, w, b, o: (x, None, None, w, b, True), weight=3, bias=4,
+                        table={"group_size": 4})
 
 
 def batch_strategy(draw, h, iterative=False):

@@ -45,6 +45,13 @@ def batch_group_norm(input, num_groups, weight=None, bias=None, eps=1e-5):
     return _bind(input, num_groups, weight, bias, eps).forward()
 
 
+from ..layer_call import LayerCall, REQUIRED  # noqa: E402  (the layer= fact below)
+
+#: the layer fact: num_groups groups of features over the whole batch (3 of 4 in the table)
+_LAYER = LayerCall(lambda x, w, b, o: (x, o["num_groups"], w, b), weight=2, bias=3,
+                   options={"num_groups": REQUIRED}, table={"num_groups": 3})
+
+
 def _strategy(draw, h):
     """Hypothesis draw of a call (``Spec.strategy``): C = G x per, at least two values
     per (batch, group)."""
@@ -82,5 +89,6 @@ register(Spec(
     citation="Zhou et al. 2020, Batch Group Normalization, arXiv preprint",
     examples=_examples,
     strategy=_strategy,
+    layer=_LAYER,
     differentiable=("input", "weight", "bias"),
 ))

@@ -111,6 +111,12 @@ def batch_norm(input, running_mean, running_var, weight=None, bias=None, trainin
                  num_batches_tracked=num_batches_tracked).forward()
 
 
+from ..layer_call import LayerCall  # noqa: E402  (the layer= fact below)
+
+#: the layer fact: training mode, the features as channels, no running statistics
+_LAYER = LayerCall(lambda x, w, b, o: (x, None, None, w, b, True), weight=3, bias=4)
+
+
 def _strategy(draw, h):
     """Hypothesis draw of a call (``Spec.strategy``; ``h`` = normref.testing.strategies.HELPERS):
     training or eval, rank 2-4, more than one value per channel in training, affine or not."""
@@ -159,6 +165,7 @@ register(Spec(
     citation="Ioffe & Szegedy 2015, Batch Normalization, ICML, arXiv:1502.03167",
     examples=_examples,
     strategy=_strategy,
+    layer=_LAYER,
     conventions={
         "momentum_convention": "torch: new = (1-m) old + m batch; keras: new = m old + (1-m) batch",
         "running_var_unbiased": "True: running variance gets n/(n-1) var (PyTorch); False: biased",

@@ -74,6 +74,14 @@ def ghost_batch_norm(input, virtual_batch_size, running_mean=None, running_var=N
                  training, momentum, eps).forward()
 
 
+from ..layer_call import LayerCall, REQUIRED  # noqa: E402  (the layer= fact below)
+
+#: the layer fact: training mode in virtual batches of the cases (4 of the table's 8)
+_LAYER = LayerCall(lambda x, w, b, o: (x, o["virtual_batch_size"], None, None, w, b, True),
+                   weight=4, bias=5, options={"virtual_batch_size": REQUIRED},
+                   table={"virtual_batch_size": 4})
+
+
 def _strategy(draw, h):
     """Hypothesis draw of a training call (``Spec.strategy``): N a multiple of the
     virtual batch size, at least two values per (virtual batch, channel)."""
@@ -117,5 +125,6 @@ register(Spec(
     citation="Hoffer, Hubara & Soudry 2017, Train longer, generalize better, NeurIPS, arXiv:1705.08741",
     examples=_examples,
     strategy=_strategy,
+    layer=_LAYER,
     differentiable=("input", "weight", "bias", "running_mean", "running_var"),
 ))

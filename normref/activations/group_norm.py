@@ -56,6 +56,13 @@ def group_norm(input, num_groups, weight=None, bias=None, eps=1e-5, *, affine="c
     return _bind(input, num_groups, weight, bias, eps, affine=affine).forward()
 
 
+from ..layer_call import LayerCall, REQUIRED  # noqa: E402  (the layer= fact below)
+
+#: the layer fact: each case, num_groups groups of its features (3 of 4 in the table)
+_LAYER = LayerCall(lambda x, w, b, o: (x, o["num_groups"], w, b), weight=2, bias=3,
+                   options={"num_groups": REQUIRED}, table={"num_groups": 3})
+
+
 def _strategy(draw, h):
     """Hypothesis draw of a call (``Spec.strategy``): C = G x per, at least two values
     per group, per-channel or per-group affine."""
@@ -101,6 +108,7 @@ register(Spec(
     citation="Wu & He 2018, Group Normalization, ECCV, arXiv:1803.08494",
     examples=_examples,
     strategy=_strategy,
+    layer=_LAYER,
     conventions={"affine": "channel: weight (C,) (PyTorch, ONNX-21); group: weight (G,) (ONNX-18)"},
     differentiable=("input", "weight", "bias"),
 ))

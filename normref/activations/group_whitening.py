@@ -51,6 +51,13 @@ def group_whitening(input, num_groups, weight=None, bias=None, eps=1e-5, *, T=5,
                  evaluation=evaluation).forward()
 
 
+from ..layer_call import LayerCall, REQUIRED  # noqa: E402  (the layer= fact below)
+
+#: the layer fact: each case, num_groups groups of its features decorrelated (3 of 4 in the table)
+_LAYER = LayerCall(lambda x, w, b, o: (x, o["num_groups"], w, b), weight=2, bias=3,
+                   options={"num_groups": REQUIRED}, table={"num_groups": 3})
+
+
 def _strategy(draw, h):
     """Hypothesis draw of a call (``Spec.strategy``): full-rank groups without 2-value
     groups (their derivative is ~0, which finite differences cannot resolve), every method."""
@@ -98,6 +105,7 @@ register(Spec(
     citation="Huang, Zhou, Liu, Zhu & Shao 2021, Group Whitening, CVPR, arXiv:2009.13333",
     examples=_examples,
     strategy=_strategy,
+    layer=_LAYER,
     conventions={
         "num_groups": "G groups whitened against each other (positional, like group_norm)",
         "method": "iter_norm (default, T steps) | zca | pca | cholesky",

@@ -71,6 +71,22 @@ def instance_norm(input, running_mean=None, running_var=None, weight=None, bias=
                  momentum, eps).forward()
 
 
+from ..layer_call import LayerCall  # noqa: E402  (the layer= fact below)
+
+def _instance_view(N, F, o):
+    c = o["channels"]
+    if not isinstance(c, int) or isinstance(c, bool) or c < 1 or F % c:
+        raise ValueError(f"instance_norm layer: channels={c!r} must be a positive int dividing "
+                         f"the {F} features")
+    return (N, c, F // c)
+
+
+#: the layer fact: the features viewed as ``channels`` channels of F / channels positions
+#: (one channel by default; the table's 3 channels of 4)
+_LAYER = LayerCall(lambda x, w, b, o: (x, None, None, w, b, True), weight=3, bias=4,
+                   view=_instance_view, options={"channels": 1}, table={"channels": 3})
+
+
 def _strategy(draw, h):
     """Hypothesis draw of a call (``Spec.strategy``): at least two spatial values,
     running statistics or not (input statistics used)."""
@@ -112,5 +128,6 @@ register(Spec(
     citation="Ulyanov, Vedaldi & Lempitsky 2016, Instance Normalization, arXiv:1607.08022",
     examples=_examples,
     strategy=_strategy,
+    layer=_LAYER,
     differentiable=("input", "weight", "bias", "running_mean", "running_var"),
 ))

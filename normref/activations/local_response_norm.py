@@ -271,6 +271,14 @@ def local_response_norm(input, size, alpha=1e-4, beta=0.75, k=1.0, *, convention
     return _bind(input, size, alpha, beta, k, convention=convention).forward()
 
 
+from ..layer_call import LayerCall, REQUIRED  # noqa: E402  (the layer= fact below)
+
+#: the layer fact: across the features (channels) at one position, a window of ``size``
+#: (3 in the table), torch's alpha, beta, k
+_LAYER = LayerCall(lambda x, w, b, o: (x, o["size"]), view=lambda N, F, o: (N, F, 1),
+                   options={"size": REQUIRED}, table={"size": 3})
+
+
 def _strategy(draw, h):
     """Hypothesis draw of a call (``Spec.strategy``): windows up to C + 1, centred data."""
     st = h.st
@@ -322,6 +330,7 @@ register(Spec(
     ),
     examples=_examples,
     strategy=_strategy,
+    layer=_LAYER,
     conventions={
         "convention": (
             "'torch' window [c-n//2, c+(n-1)//2], alpha/n; 'onnx' [c-(n-1)//2, c+n//2], "

@@ -63,6 +63,12 @@ def mean_variance_norm(input, axes=(0, 2, 3), eps=1e-9, *, eps_placement="std"):
     return _bind(input, axes, eps, eps_placement=eps_placement).forward()
 
 
+from ..layer_call import LayerCall  # noqa: E402  (the layer= fact below)
+
+#: the layer fact: per feature over the batch (``axes=(0,)``)
+_LAYER = LayerCall(lambda x, w, b, o: (x, o["axes"]), options={"axes": (0,)})
+
+
 def _strategy(draw, h):
     """Hypothesis draw of a call (``Spec.strategy``): rank 4, several axis sets, both
     eps placements."""
@@ -98,5 +104,6 @@ register(Spec(
     citation="ONNX operator MeanVarianceNormalization (opset 13)",
     examples=_examples,
     strategy=_strategy,
+    layer=_LAYER,
     conventions={"eps_placement": "std: (x-mean)/(std+eps) as ONNX's function body; variance: /sqrt(var+eps)"},
 ))

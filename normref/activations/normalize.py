@@ -242,6 +242,12 @@ def normalize(input, p=2.0, dim=1, eps=1e-12):
     return _bind(input, p, dim, eps).forward()
 
 
+from ..layer_call import LayerCall  # noqa: E402  (the layer= fact below)
+
+#: the layer fact: each case scaled to unit Lp norm over its features (dim=1)
+_LAYER = LayerCall(lambda x, w, b, o: (x,), table={"dim": 1})
+
+
 def _strategy(draw, h):
     """Hypothesis draw of a call (``Spec.strategy``): any axis, p in {1, 2, 3}, centred data."""
     st = h.st
@@ -282,6 +288,7 @@ register(Spec(
     citation="PyTorch torch.nn.functional.normalize (Lp normalization; no single paper)",
     examples=_examples,
     strategy=_strategy,
+    layer=_LAYER,
     conventions={
         "eps": "clamp on the norm, max(||x||_p, eps) (PyTorch); TF clamps the squared L2 norm",
         "p=inf subgradient": "first maximal |x_i| in index order gets the derivative",
