@@ -223,3 +223,23 @@ def test_orthogonal_linear_preserves_norms():
     lin = Linear(16, 16, bias=False, init="orthogonal", rng=0)
     W = lin.params["weight"]
     np.testing.assert_allclose(W @ W.T, np.eye(16), atol=1e-13)
+
+
+def test_layer_call_rejects_bad_declarations():
+    from normref.layer_call import REQUIRED, LayerCall
+
+    with pytest.raises(TypeError, match="args must be callable"):
+        LayerCall((0, 1))
+    with pytest.raises(TypeError, match="weight must be"):
+        LayerCall(lambda x, w, b, o: (x,), weight=0)
+    with pytest.raises(ValueError, match="bias slot without a weight"):
+        LayerCall(lambda x, w, b, o: (x,), bias=2)
+    with pytest.raises(ValueError, match="form"):
+        LayerCall(lambda x, w, b, o: (x,), form="gradients")
+    lc = LayerCall(lambda x, w, b, o: (x, o["k"]), options={"k": REQUIRED, "j": 2})
+    with pytest.raises(TypeError, match="needs the option k"):
+        lc.resolve({})
+    assert lc.resolve({"k": 1, "eps": 0.5}) == ({"k": 1, "j": 2}, {"eps": 0.5})
+    bad_view = LayerCall(lambda x, w, b, o: (x,), view=lambda N, F, o: (N, F + 1))
+    with pytest.raises(ValueError, match="does not keep"):
+        bad_view.shape(2, 3, {})

@@ -54,3 +54,47 @@ def test_drawn_calls_match_reference_and_finite_differences(name):
         _within(jvp_fd, "jvp vs finite differences")
 
     check()
+
+
+def test_a_normalizer_without_strategy_hook_gets_a_clear_error():
+    import dataclasses
+
+    from normref.registry import registered
+
+    spec = dataclasses.replace(REGISTRY["layer_norm"], name="_no_strategy_norm", strategy=None,
+                               function=lambda input, normalized_shape: input, user=True)
+    with registered(spec):
+        assert "_no_strategy_norm" not in strategies.NORMALIZERS
+        with pytest.raises(KeyError, match="no strategy for '_no_strategy_norm'.*no strategy hook"):
+            strategies.normalizer_cases("_no_strategy_norm")
+    with pytest.raises(KeyError, match="no strategy for 'no_such_norm'.*no normalizer is registered"):
+        strategies.normalizer_cases("no_such_norm")
+
+
+def test_a_registered_strategy_hook_is_drawn_from():
+    """A user's registration with a hook: it appears in the view and its draws reach the
+    test through ``h`` (the helpers of normref.testing.strategies)."""
+    import dataclasses
+
+    from normref.registry import registered
+
+    def hook(draw, h):
+        n = draw(h.st.integers(2, 5))
+        return (draw(h.float_arrays((n, 3))), (3,)), {"eps": draw(h.eps_values())}
+
+    spec = dataclasses.replace(REGISTRY["layer_norm"], name="_hooked_norm", strategy=hook,
+                               function=lambda input, normalized_shape, eps=1e-5: input, user=True)
+    seen = []
+
+    with registered(spec):
+        assert "_hooked_norm" in strategies.NORMALIZERS
+
+        @settings(max_examples=5, deadline=None, derandomize=True)
+        @given(call=strategies.normalizer_cases("_hooked_norm"))
+        def check(call):
+            (x, shape), kwargs = call
+            assert 2 <= x.shape[0] <= 5 and x.shape[1:] == shape and kwargs["eps"] > 0
+            seen.append(x.shape)
+
+        check()
+    assert seen and "_hooked_norm" not in strategies.NORMALIZERS
