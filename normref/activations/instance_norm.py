@@ -73,6 +73,7 @@ def instance_norm(input, running_mean=None, running_var=None, weight=None, bias=
 
 from ..layer_call import LayerCall  # noqa: E402  (the layer= fact below)
 
+
 def _instance_view(N, F, o):
     c = o["channels"]
     if not isinstance(c, int) or isinstance(c, bool) or c < 1 or F % c:

@@ -218,6 +218,7 @@ def weight_norm(v, g, dim=0):
 
 from ..layer_call import LayerCall  # noqa: E402  (the layer= fact below)
 
+
 def _layer_args(W, w, b, o):
     # one gain per output unit, fixed and away from 1: g_i in [0.5, 1.5]
     return (W, np.linspace(0.5, 1.5, W.shape[0]).reshape(-1, 1))
