@@ -275,9 +275,9 @@ def invariance_table(normalizers=None, *, eps=0.0, n_draws=3, rtol=1e-9, seed=0,
     every one whose signature has an ``eps`` -- with :math:`\epsilon > 0` the
     rescalings are only approximate invariances.  A plain callable is applied
     as :math:`f(X W^\top)` with its own constants.  A registered normalizer
-    without a layer fact is tried as :math:`f(X W^\top)` with its defaults
-    (skipped with a warning when that call fails, unless it was named
-    explicitly).  The same ``seed`` gives every row the same data.
+    without a layer fact is tried as :math:`f(X W^\top)` with its defaults and
+    the table's eps (skipped with a warning when that call fails, unless it
+    was named explicitly).  The same ``seed`` gives every row the same data.
 
     ValueError for a name that is not registered (listing the registered
     names), TypeError for an entry that is neither a name nor callable.
