@@ -5,10 +5,11 @@ A :class:`MLP` is a list of layers acting on ``(N, features)`` activations:
 * :class:`Linear` -- :math:`y = x W^\top + b` (PyTorch layout, ``W`` of shape
   ``(d_out, d_in)``);
 * :class:`Activation` -- ``"relu"``, ``"tanh"`` or ``"identity"``, elementwise;
-* :class:`Norm` -- any registered activation normalizer (``batch_norm`` in
-  training mode with the features as channels, ``layer_norm`` over the
-  features, ``group_norm`` with ``num_groups``, ...), with its optional
-  affine parameters.
+* :class:`Norm` -- any registered activation normalizer whose Spec declares
+  how it acts on ``(N, features)`` activations (its ``layer=`` fact, a
+  :class:`normref.layer_call.LayerCall`: batch norm in training mode with the
+  features as channels, layer norm over the features, group norm with
+  ``num_groups``, ...), with its optional affine parameters.
 
 Backward passes are exact: the normalizers go through :func:`normref.vjp`
 (the numba fast path, float64), the linear layers and activations through
@@ -40,7 +41,7 @@ import numpy as np
 from .autodiff import vjp as _vjp
 from .registry import REGISTRY
 
-__all__ = ["Linear", "Activation", "Norm", "MLP", "Trace", "NORM_ADAPTERS"]
+__all__ = ["Linear", "Activation", "Norm", "MLP", "Trace"]
 
 
 # ---------------------------------------------------------------------- layers
@@ -164,64 +165,17 @@ class Activation(Layer):
         return f"Activation({self.kind!r})"
 
 
-# -------------------------------------------------------- normalizer adapters
-class _Adapter:
-    """How a registered normalizer is called on ``(N, F)`` activations.
-
-    ``view(N, F)`` -- the shape the activations take for the call (None: as is);
-    ``args(x, weight, bias, opts)`` -- the positional arguments;
-    ``weight`` / ``bias`` -- their positional slots (None: not supported);
-    ``options`` -- positional options taken from the Norm keywords, with defaults
-    (``REQUIRED`` when there is none).
-    """
-
-    REQUIRED = object()
-
-    def __init__(self, args, weight=None, bias=None, view=None, options=()):
-        self.args, self.weight, self.bias, self.view = args, weight, bias, view
-        self.options = dict(options)
-
-    def param_shape(self, N, F):
-        shape = self.view(N, F) if self.view else (N, F)
-        return (shape[1],)
-
-
-_R = _Adapter.REQUIRED
-
-#: name -> how Norm calls it on (N, features) activations
-NORM_ADAPTERS = {
-    # features are the channels, statistics over the batch (training mode)
-    "batch_norm": _Adapter(lambda x, w, b, o: (x, None, None, w, b, True), weight=3, bias=4),
-    "ghost_batch_norm": _Adapter(lambda x, w, b, o: (x, o["virtual_batch_size"], None, None, w, b, True),
-                                 weight=4, bias=5, options={"virtual_batch_size": _R}),
-    "mean_variance_norm": _Adapter(lambda x, w, b, o: (x, o["axes"]), options={"axes": (0,)}),
-    # per example, over the features
-    "layer_norm": _Adapter(lambda x, w, b, o: (x, (x.shape[-1],), w, b), weight=2, bias=3),
-    "rms_norm": _Adapter(lambda x, w, b, o: (x, (x.shape[-1],), w), weight=2),
-    "group_norm": _Adapter(lambda x, w, b, o: (x, o["num_groups"], w, b), weight=2, bias=3,
-                           options={"num_groups": _R}),
-    "batch_group_norm": _Adapter(lambda x, w, b, o: (x, o["num_groups"], w, b), weight=2, bias=3,
-                                 options={"num_groups": _R}),
-    "positional_norm": _Adapter(lambda x, w, b, o: (x,)),
-    "normalize": _Adapter(lambda x, w, b, o: (x,)),
-    # instance norm sees one channel whose "spatial" axis is the features
-    "instance_norm": _Adapter(lambda x, w, b, o: (x, None, None, w, b, True), weight=3, bias=4,
-                              view=lambda N, F: (N, 1, F)),
-    # local response norm across the features (channels), one spatial position
-    "local_response_norm": _Adapter(lambda x, w, b, o: (x, o["size"]), view=lambda N, F: (N, F, 1),
-                                    options={"size": _R}),
-}
-
-
 class Norm(Layer):
     r"""A registered normalizer as a layer on ``(N, features)`` activations.
 
+    How it is called is the normalizer's own ``layer=`` fact
+    (:class:`normref.layer_call.LayerCall`, declared in its module):
     ``Norm("batch_norm", eps=1e-5)`` is training-mode batch norm with the
     features as channels (no running statistics kept); ``Norm("layer_norm")``
     normalizes each example over its features; ``Norm("group_norm",
-    num_groups=4)`` and the others as listed in :data:`NORM_ADAPTERS`.
-    Keywords that are not positional options of the adapter (``eps``,
-    ``momentum``, ``p``, ...) are passed to the normalizer unchanged.
+    num_groups=4)`` needs its option.  Keywords that are not options of the
+    layer fact (``eps``, ``momentum``, ``p``, ...) are passed to the normalizer
+    unchanged.
 
     ``affine``: None (default) gives the normalizer's affine parameters when
     it has any (weight 1, bias 0, as PyTorch initializes them), False none.
@@ -232,20 +186,15 @@ class Norm(Layer):
         super().__init__()
         if name not in REGISTRY:
             raise ValueError(f"unknown normalizer {name!r}; registered: {sorted(REGISTRY)}")
-        if name not in NORM_ADAPTERS:
-            raise ValueError(f"{name!r} is not an activation normalizer usable as a layer; "
-                             f"supported: {sorted(NORM_ADAPTERS)}")
-        self.name, self.spec, self.adapter = name, REGISTRY[name], NORM_ADAPTERS[name]
-        self.options = {}
-        for opt, default in self.adapter.options.items():
-            if opt in kwargs:
-                self.options[opt] = kwargs.pop(opt)
-            elif default is _R:
-                raise TypeError(f"Norm({name!r}) needs the option {opt}=...")
-            else:
-                self.options[opt] = default
-        self.kwargs = kwargs
-        has_affine = self.adapter.weight is not None
+        spec = REGISTRY[name]
+        if spec.layer is None or spec.layer.form != "activations":
+            usable = sorted(n for n, s in REGISTRY.items()
+                            if s.layer is not None and s.layer.form == "activations")
+            raise ValueError(f"{name!r} is not an activation normalizer usable as a layer "
+                             f"(its Spec declares no activations-form layer=); usable: {usable}")
+        self.name, self.spec, self.adapter = name, spec, spec.layer
+        self.options, self.kwargs = self.adapter.resolve(kwargs, f"Norm({name!r})")
+        has_affine = self.adapter.affine
         if affine and not has_affine:
             raise ValueError(f"{name} has no affine parameters")
         self.affine = has_affine if affine is None else bool(affine)
@@ -256,8 +205,9 @@ class Norm(Layer):
     def build(self, features):
         """Create the affine parameters for ``features`` channels (once)."""
         self.features = int(features)
+        self.adapter.shape(1, self.features, self.options)  # the view must fit the features
         if self.affine and not self.params:
-            shape = self.adapter.param_shape(1, self.features)
+            shape = self.adapter.param_shape(1, self.features, self.options)
             self.params["weight"] = np.ones(shape)
             names = ["weight"]
             if self.adapter.bias is not None:
@@ -268,16 +218,16 @@ class Norm(Layer):
     def _call_args(self, x, params):
         w = params.get("weight") if self.affine else None
         b = params.get("bias") if self.affine else None
-        return self.adapter.args(x, w, b, self.options)
+        return self.adapter.arguments(x, w, b, self.options)
 
-    def _viewed(self, x):
-        return x.reshape(self.adapter.view(*x.shape)) if self.adapter.view else x
+    def _view(self, shape):
+        return self.adapter.shape(shape[0], shape[1], self.options)
 
     def vjp(self, x):
         if self.features is None:
             self.build(x.shape[1])
         shape = x.shape
-        args = self._call_args(self._viewed(x), self.params)
+        args = self._call_args(x.reshape(self._view(shape)), self.params)
         y, pb = _vjp(self.spec.function, *args, **self.kwargs)
 
         def pullback(dy, params=True):
@@ -295,7 +245,7 @@ class Norm(Layer):
         import autograd.numpy as anp
 
         shape = x.shape
-        xv = anp.reshape(x, self.adapter.view(*shape)) if self.adapter.view else x
+        xv = anp.reshape(x, self._view(shape))
         y = self.spec.reference(*self._call_args(xv, params), **self.kwargs)
         return anp.reshape(y, shape)
 

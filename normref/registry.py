@@ -174,10 +174,15 @@ class Spec:
     * ``catalogue`` -- the conformance catalogue's entry
       (:class:`normref.testing.conformance.Catalogue`);
     * ``strategy`` -- ``strategy(draw, h) -> (args, kwargs)``: one hypothesis
-      draw of a valid call, ``h`` the helpers of :mod:`normref.testing.strategies`
-      (so the module itself never imports hypothesis);
+      draw of a valid call, ``h`` the helper namespace
+      :data:`normref.testing.strategies.HELPERS` (``h.st`` is hypothesis.strategies;
+      so the module itself never imports hypothesis or normref.testing);
+      :func:`normref.testing.strategies.normalizer_cases` builds the strategy;
     * ``layer`` -- how the normalizer is applied to ``(N, features)``
-      activations (networks, the invariance table): a :class:`normref.nets.LayerCall`.
+      activations, or for a weight normalizer to a layer's weight matrix
+      (:class:`normref.nets.Norm`, the invariance table, the SND estimates): a
+      :class:`normref.layer_call.LayerCall` with its argument slots, view,
+      options and the invariance table's options.
     """
 
     name: str

@@ -18,12 +18,16 @@ inputs; errors are measured in float64 ulps of the exact value
 """
 from __future__ import annotations
 
+import inspect
+
 import mpmath
 import numpy as np
 import pytest
 
 import normref as nr
 from normref.numerics import ulps_of
+from normref.registry import REGISTRY
+from normref.taxonomy import AreaKind, OpKind
 
 SHAPE = (4, 6, 2, 2)  # N, C, H, W: C divisible by 3 (groups), N by 2 (ghost)
 NGROUPS = 3
@@ -81,9 +85,10 @@ def _running(C):
 class Norm:
     """One normalizer configuration: how to call it and what its groups are."""
 
-    def __init__(self, name, build, labels, *, affine=None, center=True,
+    def __init__(self, name, build, labels, *, spec=None, affine=None, center=True,
                  placement="var", fixed=False, slots=(0, None, None)):
         self.name = name
+        self.spec = spec
         self._build = build
         self.labels = labels
         self.affine = affine  # "channel", "feature" (normalized shape = s[1:]) or None
@@ -135,49 +140,118 @@ class Norm:
         return nr.vjp(f, *args, **kw)
 
 
-def _bn_eval(x, w, b):
-    rm, rv = _running(x.shape[1])
-    return nr.batch_norm, (x, rm, rv, w, b, False), {}
+# The table of normalizers is derived from the registry: the taxonomy says
+# which elements share statistics (the group labels below, one per partition
+# kind), the signature says how to call (hyper-parameters by parameter name),
+# the traits say centring and running state.  Nothing here names a normalizer.
+
+#: group labels of each partition kind in the geometry SHAPE
+LABELS = {
+    AreaKind.BATCH: lab_channel,
+    AreaKind.LAYER: lab_sample,
+    AreaKind.GROUP: lab_group,
+    AreaKind.INSTANCE: lab_instance,
+    AreaKind.POSITIONAL: lab_position,
+    AreaKind.BATCH_GROUP: lab_batch_group,
+    AreaKind.GHOST_BATCH: lab_ghost,
+    AreaKind.AXES: lab_channel,  # with the axes (0, 2, 3) of HYPER: one group per channel
+}
+
+#: hyper-parameter values by parameter name in the geometry SHAPE (a callable gets the input)
+HYPER = {
+    "normalized_shape": lambda x: x.shape[1:],
+    "num_groups": NGROUPS,
+    "virtual_batch_size": VBS,
+    "axes": (0, 2, 3),
+    "size": 3,
+    "g": lambda x: np.linspace(0.5, 2.0, x.shape[0]).reshape((-1,) + (1,) * (x.ndim - 1)),
+}
+#: keywords by parameter name (LRN's additive constant k away from torch's 1)
+KEYWORDS = {"k": 0.5}
+#: the flag choosing batch statistics (True) or running statistics (False)
+MODE_FLAGS = ("training", "use_input_stats")
+#: placement of eps by the value of an ``eps_placement`` option
+PLACEMENTS = {"std": "std", "variance": "var"}
 
 
-def _in_eval(x, w, b):
-    rm, rv = _running(x.shape[1])
-    return nr.instance_norm, (x, rm, rv, w, b, False), {}
+def _moments(spec):
+    """A standardizer, or a scale by the root mean square (RMS norm): the statistics
+    :func:`exact_standardize` computes, over a partition LABELS knows."""
+    if spec.family != "activations" or spec.whitening or spec.nap.kind not in LABELS:
+        return False
+    return spec.nop.kind is OpKind.STANDARDIZE or (
+        spec.nop.kind is OpKind.SCALE and spec.nap.kind is AreaKind.LAYER)
 
 
-def _ghost_eval(x, w, b):
-    rm, rv = _running(x.shape[1])
-    return nr.ghost_batch_norm, (x, VBS, rm, rv, w, b, False), {}
+def _default(spec, name):
+    return inspect.signature(spec.function).parameters[name].default
 
 
-BATCH = [  # normalizers using batch (input) statistics
-    Norm("batch_norm[train]", lambda x, w, b: (nr.batch_norm, (x, None, None, w, b, True), {}),
-         lab_channel, affine="channel", slots=(0, 3, 4)),
-    Norm("layer_norm", lambda x, w, b: (nr.layer_norm, (x, x.shape[1:], w, b), {}),
-         lab_sample, affine="feature", slots=(0, 2, 3)),
-    Norm("group_norm", lambda x, w, b: (nr.group_norm, (x, NGROUPS, w, b), {}),
-         lab_group, affine="channel", slots=(0, 2, 3)),
-    Norm("instance_norm", lambda x, w, b: (nr.instance_norm, (x, None, None, w, b), {}),
-         lab_instance, affine="channel", slots=(0, 3, 4)),
-    Norm("rms_norm", lambda x, w, b: (nr.rms_norm, (x, x.shape[1:], w), {"eps": 1e-5}),
-         lab_sample, affine="feature", center=False, slots=(0, 2, None)),
-    Norm("positional_norm", lambda x, w, b: (nr.positional_norm, (x,), {}), lab_position),
-    Norm("batch_group_norm", lambda x, w, b: (nr.batch_group_norm, (x, NGROUPS, w, b), {}),
-         lab_batch_group, affine="channel", slots=(0, 2, 3)),
-    Norm("ghost_batch_norm", lambda x, w, b: (nr.ghost_batch_norm, (x, VBS, None, None, w, b), {}),
-         lab_ghost, affine="channel", slots=(0, 4, 5)),
-    Norm("mean_variance_norm[std]", lambda x, w, b: (nr.mean_variance_norm, (x, (0, 2, 3)), {}),
-         lab_channel, placement="std"),
-    Norm("mean_variance_norm[var]",
-         lambda x, w, b: (nr.mean_variance_norm, (x, (0, 2, 3)), {"eps_placement": "variance"}),
-         lab_channel),
-]
-FIXED = [  # eval mode: running statistics, every element independent
-    Norm("batch_norm[eval]", _bn_eval, lab_element, affine="channel", fixed=True, slots=(0, 3, 4)),
-    Norm("instance_norm[eval]", _in_eval, lab_element, affine="channel", fixed=True, slots=(0, 3, 4)),
-    Norm("ghost_batch_norm[eval]", _ghost_eval, lab_element, affine="channel", fixed=True,
-         slots=(0, 4, 5)),
-]
+def _builder(spec, *, running=False, extra=None):
+    """``build(x, w, b) -> (f, args, kw)`` from the signature: the input, the
+    hyper-parameters of HYPER, no running statistics (batch statistics) or
+    :func:`_running` ones with the mode flag False (``running=True``), the affine
+    parameters at their slots."""
+    sig = spec.signature
+    needed = [i for i, p in enumerate(sig) if p in ("weight", "bias") + MODE_FLAGS or p in HYPER]
+    for i, p in enumerate(sig[1:], 1):
+        d = _default(spec, p)
+        if d is inspect.Parameter.empty and p not in HYPER and not p.startswith("running_"):
+            raise KeyError(f"{spec.name}: no value for the required parameter {p!r} (add it to HYPER)")
+        if d is inspect.Parameter.empty:
+            needed.append(i)
+    last = max(needed, default=0)
+    kw = {k: v for k, v in KEYWORDS.items() if k in sig}
+    if "eps" in sig and _default(spec, "eps") is None:
+        kw["eps"] = 1e-5  # (eps=None: the input dtype's eps; a fixed eps keeps one function)
+    kw.update(extra or {})
+
+    def build(x, w, b):
+        rm, rv = _running(x.shape[1]) if running else (None, None)
+        values = {"weight": w, "bias": b, "running_mean": rm, "running_var": rv}
+        args = [x]  # the input (``v`` for weight norm) comes first
+        for p in sig[1: last + 1]:
+            if p in values:
+                args.append(values[p])
+            elif p in MODE_FLAGS:
+                args.append(not running)
+            elif p in HYPER:
+                v = HYPER[p]
+                args.append(v(x) if callable(v) else v)
+            else:
+                args.append(_default(spec, p))
+        return spec.function, tuple(args), dict(kw)
+
+    return build
+
+
+def _entries(spec):
+    """The Norm configurations of one moment normalizer: batch statistics (one per
+    eps placement it offers) and, with running state, eval mode."""
+    slots = (0, spec.slot("weight"), spec.slot("bias"))
+    affine = None if slots[1] is None else ("feature" if spec.slot("normalized_shape") is not None
+                                            else "channel")
+    common = dict(spec=spec, affine=affine, slots=slots)
+    labels = LABELS[spec.nap.kind]
+    suffix = "[train]" if spec.running_state else ""
+    if spec.slot("eps_placement") is not None:
+        default = _default(spec, "eps_placement")
+        out = [Norm(f"{spec.name}[{PLACEMENTS[default]}]", _builder(spec), labels,
+                    center=spec.centres, placement=PLACEMENTS[default], **common)]
+        out += [Norm(f"{spec.name}[{pl}]", _builder(spec, extra={"eps_placement": v}), labels,
+                     center=spec.centres, placement=pl, **common)
+                for v, pl in PLACEMENTS.items() if v != default]
+    else:
+        out = [Norm(spec.name + suffix, _builder(spec), labels, center=spec.centres, **common)]
+    if spec.running_state:
+        out.append(Norm(f"{spec.name}[eval]", _builder(spec, running=True), lab_element,
+                        fixed=True, **{**common, "affine": "channel" if affine else None}))
+    return out
+
+
+_CONFIGS = [n for spec in REGISTRY.values() if _moments(spec) for n in _entries(spec)]
+BATCH = [n for n in _CONFIGS if not n.fixed]  # normalizers using batch (input) statistics
+FIXED = [n for n in _CONFIGS if n.fixed]  # eval mode: running statistics, every element independent
 ALL = BATCH + FIXED
 CENTERED = [n for n in BATCH if n.center]
 AFFINE = [n for n in ALL if n.affine is not None]
@@ -188,19 +262,28 @@ def _optional(name):
 
 
 def _other_norms():
-    """LRN / normalize / weight_norm, as (name, build(x) -> (f, args, kw), dx slot) when importable."""
+    """The other registered normalizers (not whitening, not moment statistics: LRN,
+    normalize, weight norm), as (name, build(x) -> (f, args, kw))."""
     out = []
-    if _optional("local_response_norm") is not None:
-        out.append(("local_response_norm", lambda x: (nr.local_response_norm, (x, 3), {"k": 0.5})))
-    if _optional("normalize") is not None:
-        out.append(("normalize", lambda x: (nr.normalize, (x,), {})))
-    if _optional("weight_norm") is not None:
-        out.append(("weight_norm", lambda x: (nr.weight_norm, (x, np.linspace(0.5, 2.0, x.shape[0])
-                                                                 .reshape((-1,) + (1,) * (x.ndim - 1))), {})))
+    for spec in REGISTRY.values():
+        if spec.family in ("activations", "weights") and not spec.whitening and not _moments(spec):
+            build = _builder(spec)
+            out.append((spec.name, lambda x, build=build: build(x, None, None)))
     return out
 
 
 OTHER = _other_norms()
+
+
+def test_the_derived_table_covers_every_builtin_normalizer():
+    """Every built-in normalizer except the whitening family (judged in
+    test_whitening.py) is in the table, with the group structure of its partition."""
+    builtin = {n for n, s in REGISTRY.items() if s.function.__module__.startswith("normref.")
+               and not s.whitening and s.family != "gradients"}
+    covered = {n.spec.name for n in ALL} | {name for name, _ in OTHER}
+    assert builtin <= covered, builtin - covered
+    for n in FIXED:
+        assert n.spec.running_state
 
 
 # --------------------------------------------------------------------------
@@ -333,7 +416,7 @@ def test_row03_eval_running_var_zero_eps_zero_raises(norm, rng):
     x = rng.standard_normal(SHAPE)
     f, args, kw = norm.call(x)
     args = list(args)
-    i = 2 if norm.name.startswith(("batch", "instance")) else 3
+    i = norm.spec.slot("running_var")
     args[i] = np.array([1.0, 0.0, 1.0, 2.0, 1.0, 1.0])
     with pytest.raises(ValueError, match="eps"):
         f(*args, eps=0.0)

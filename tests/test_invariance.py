@@ -98,8 +98,88 @@ def test_table_is_deterministic():
 
 
 def test_unknown_name():
-    with pytest.raises(KeyError):
+    with pytest.raises(ValueError, match="no_such_norm.*registered: .*layer_norm"):
         I.invariance_table(["no_such_norm"])
+    with pytest.raises(TypeError, match="normalizers must hold"):
+        I.invariance_table([3.0])
+
+
+def my_ln(x):
+    """A user's layer norm in plain autograd.numpy, no eps, no normref."""
+    m = anp.mean(x, axis=-1, keepdims=True)
+    return (x - m) / anp.sqrt(anp.mean((x - m) ** 2, axis=-1, keepdims=True))
+
+
+def test_user_callable_reproduces_the_layer_norm_row():
+    """A plain callable on (N, features) gets a measured row keyed by its __name__:
+    Ba et al.'s layer-norm row (PAPER written out above, not the module's table)."""
+    from normref.analysis import invariance_table
+
+    tab, worst = invariance_table([my_ln], eps=0, detail=True)
+    assert list(tab) == ["my_ln"]
+    assert tuple(tab["my_ln"][k] for k in T) == PAPER["layer_norm"]
+    for k in T:  # far from the threshold either way
+        assert worst["my_ln"][k] < 1e-14 if tab["my_ln"][k] else worst["my_ln"][k] > 1e-2
+
+
+def test_user_callable_without_centring_loses_recentering():
+    def my_rms(x):
+        return x / anp.sqrt(anp.mean(x * x, axis=-1, keepdims=True))
+
+    row = I.invariance_table([my_rms])["my_rms"]
+    assert not row["weight_matrix_recentering"] and row["single_case_rescaling"]
+
+
+def test_names_functions_and_callables_mix():
+    tab = I.invariance_table(["batch_norm", normref.layer_norm, my_ln], seed=2)
+    assert list(tab) == ["batch_norm", "layer_norm", "my_ln"]
+    assert tab["layer_norm"] == tab["my_ln"]
+    assert tab["layer_norm"] == I.invariance_table(["layer_norm"], seed=2)["layer_norm"]
+    with pytest.raises(ValueError, match="keyed 'layer_norm'"):
+        I.invariance_table(["layer_norm", normref.layer_norm])
+
+
+def test_table_eps_reaches_the_normalizers():
+    """eps > 0 breaks the exact rescaling invariances of batch norm (eps inside the root);
+    local response norm, which has no eps, is unaffected."""
+    tab0 = I.invariance_table(["batch_norm", "local_response_norm"])
+    tab1 = I.invariance_table(["batch_norm", "local_response_norm"], eps=1e-1)
+    assert tab0["batch_norm"]["dataset_rescaling"] and not tab1["batch_norm"]["dataset_rescaling"]
+    assert tab1["batch_norm"]["dataset_recentering"]
+    assert tab0["local_response_norm"] == tab1["local_response_norm"]
+
+
+def test_table_layer_follows_the_layer_fact():
+    """table_layer applies the module's LayerCall: group norm with 3 groups of 4."""
+    rng = np.random.default_rng(3)
+    X, W = rng.standard_normal((I.N_CASES, I.D_IN)), rng.standard_normal((I.D_OUT, I.D_IN))
+    got = I.table_layer("group_norm")(X, W)
+    A = (X @ W.T).reshape(I.N_CASES, 3, 4)
+    want = ((A - A.mean(-1, keepdims=True)) / A.std(-1, keepdims=True)).reshape(I.N_CASES, -1)
+    np.testing.assert_allclose(got, want, rtol=1e-13, atol=1e-13)
+    # weight norm is a weight normalizer: h = X wn(W, g)^T, one norm per row of W
+    h = I.table_layer("weight_norm")(X, W)
+    g = np.linspace(0.5, 1.5, I.D_OUT)
+    np.testing.assert_allclose(h, X @ (W * (g / np.linalg.norm(W, axis=1))[:, None]).T,
+                               rtol=1e-13, atol=1e-13)
+
+
+def test_a_registered_normalizer_without_layer_fact_is_tried_as_f_of_A():
+    """A user's registration with no layer= fact: f(X W^T) with the table's eps."""
+    import dataclasses
+
+    from normref.registry import registered
+
+    base = REGISTRY["rms_norm"]
+
+    def my_registered_rms(input, eps=1e-5):
+        return normref.rms_norm(input, (input.shape[-1],), eps=eps)
+
+    spec = dataclasses.replace(base, name="my_registered_rms", function=my_registered_rms,
+                               layer=None, strategy=None, catalogue=None, user=True)
+    with registered(spec):
+        row = I.invariance_table(["my_registered_rms"])["my_registered_rms"]
+    assert row == I.invariance_table(["rms_norm"])["rms_norm"]
 
 
 # -- item 1 -------------------------------------------------------------------

@@ -9,7 +9,9 @@ import numpy as np
 import pytest
 
 from normref import reference
-from normref.nets import MLP, NORM_ADAPTERS, Activation, Linear, Norm
+from normref.layer_call import TABLE_CASES, TABLE_FEATURES
+from normref.nets import MLP, Activation, Linear, Norm
+from normref.registry import REGISTRY
 
 D_IN, WIDTH, D_OUT, N = 5, 7, 3, 6
 
@@ -154,21 +156,50 @@ def test_params_roundtrip_and_split():
         net.set_params(theta[:-1])
 
 
-NORM_OPTIONS = {"group_norm": {"num_groups": 2}, "batch_group_norm": {"num_groups": 2},
-                "ghost_batch_norm": {"virtual_batch_size": 3}, "local_response_norm": {"size": 3}}
+#: every registered normalizer whose Spec declares an activations-form layer= fact
+LAYERED = sorted(n for n, sp in REGISTRY.items()
+                 if sp.layer is not None and sp.layer.form == "activations")
 
 
-@pytest.mark.parametrize("name", sorted(NORM_ADAPTERS))
-def test_every_adapted_normalizer_backpropagates_exactly(name):
+def test_the_builtin_activation_normalizers_are_layers():
+    builtin = {n for n, sp in REGISTRY.items()
+               if sp.family == "activations" and sp.function.__module__.startswith("normref.")}
+    assert builtin <= set(LAYERED), builtin - set(LAYERED)
+
+
+@pytest.mark.parametrize("name", sorted(n for n, sp in REGISTRY.items() if sp.layer is not None))
+def test_layer_slots_are_the_signature_slots(name):
+    """The affine slots a layer fact declares are where the signature has weight / bias."""
+    spec = REGISTRY[name]
+    lc = spec.layer
+    assert lc.weight == (spec.slot("weight") if lc.weight is not None else None)
+    assert lc.bias == (spec.slot("bias") if lc.bias is not None else None)
+    if lc.form == "activations" and spec.slot("weight") is not None:
+        assert lc.weight is not None, "the normalizer has a weight the layer fact leaves out"
+    options, _ = lc.resolve(lc.table)
+    x = np.arange(TABLE_CASES * TABLE_FEATURES, dtype=float).reshape(TABLE_CASES, TABLE_FEATURES)
+    args = lc.arguments(x.reshape(lc.shape(*x.shape, options)), "W", "B", options)
+    assert len(args) <= len(spec.signature)
+    if lc.weight is not None:
+        assert args[lc.weight] == "W"
+    if lc.bias is not None:
+        assert args[lc.bias] == "B"
+
+
+@pytest.mark.parametrize("name", LAYERED)
+def test_every_layered_normalizer_backpropagates_exactly(name):
+    """In the invariance table's geometry (its options from the layer fact): 8 cases,
+    12 features."""
     rng = np.random.default_rng(10)
-    net = MLP([Linear(4, 8, rng=rng), Norm(name, **NORM_OPTIONS.get(name, {})), Activation("tanh"),
-               Linear(8, 2, rng=rng)])
+    F = TABLE_FEATURES
+    net = MLP([Linear(4, F, rng=rng), Norm(name, **REGISTRY[name].layer.table), Activation("tanh"),
+               Linear(F, 2, rng=rng)])
     net.set_params(net.params + 0.2 * rng.standard_normal(net.n_params))
-    x, y = rng.standard_normal((6, 4)), rng.standard_normal((6, 2))
+    x, y = rng.standard_normal((TABLE_CASES, 4)), rng.standard_normal((TABLE_CASES, 2))
     theta = net.params
     _, g = net.loss_and_grad(x, y)
     g_ref = autograd.grad(net.reference_loss)(theta, x, y)
-    np.testing.assert_allclose(g, g_ref, rtol=1e-8, atol=1e-13)
+    np.testing.assert_allclose(g, g_ref, rtol=1e-8, atol=1e-13 * max(1.0, np.abs(g_ref).max()))
 
 
 def test_norm_arguments_are_checked():
@@ -180,6 +211,10 @@ def test_norm_arguments_are_checked():
         Norm("no_such_norm")
     with pytest.raises(ValueError, match="not an activation normalizer"):
         Norm("weight_norm")
+    with pytest.raises(TypeError, match="size"):
+        Norm("local_response_norm")
+    with pytest.raises(ValueError, match="channels"):
+        MLP([Linear(3, 8), Norm("instance_norm", channels=3)])
     with pytest.raises(ValueError):
         Activation("sigmoid")
 
@@ -188,3 +223,23 @@ def test_orthogonal_linear_preserves_norms():
     lin = Linear(16, 16, bias=False, init="orthogonal", rng=0)
     W = lin.params["weight"]
     np.testing.assert_allclose(W @ W.T, np.eye(16), atol=1e-13)
+
+
+def test_layer_call_rejects_bad_declarations():
+    from normref.layer_call import REQUIRED, LayerCall
+
+    with pytest.raises(TypeError, match="args must be callable"):
+        LayerCall((0, 1))
+    with pytest.raises(TypeError, match="weight must be"):
+        LayerCall(lambda x, w, b, o: (x,), weight=0)
+    with pytest.raises(ValueError, match="bias slot without a weight"):
+        LayerCall(lambda x, w, b, o: (x,), bias=2)
+    with pytest.raises(ValueError, match="form"):
+        LayerCall(lambda x, w, b, o: (x,), form="gradients")
+    lc = LayerCall(lambda x, w, b, o: (x, o["k"]), options={"k": REQUIRED, "j": 2})
+    with pytest.raises(TypeError, match="needs the option k"):
+        lc.resolve({})
+    assert lc.resolve({"k": 1, "eps": 0.5}) == ({"k": 1, "j": 2}, {"eps": 0.5})
+    bad_view = LayerCall(lambda x, w, b, o: (x,), view=lambda N, F, o: (N, F + 1))
+    with pytest.raises(ValueError, match="does not keep"):
+        bad_view.shape(2, 3, {})

@@ -191,9 +191,26 @@ def register_batch_whitening(function, method, *, nop, citation, iterative=False
         nrr=Recovery((R.AFFINE, R.COLORING), "affine per channel or coloring matrix per group"),
         citation=citation,
         examples=functools.partial(batch_examples, T=5 if iterative else None),
+        strategy=functools.partial(batch_strategy, iterative=iterative),
+        layer=BATCH_LAYER,
         conventions=conventions,
         differentiable=("input", "weight", "bias", "running_mean", "running_cov"),
     ))
+
+
+from ..layer_call import LayerCall  # noqa: E402  (the layer= fact below)
+
+#: the layer fact of the batch-whitening family: training mode, the features as
+#: channels whitened over the cases in groups of ``group_size`` (all by default,
+#: 4 of the table's 12), per-channel affine
+BATCH_LAYER = LayerCall(lambda x, w, b, o: (x, None, None, w, b, True), weight=3, bias=4,
+                        table={"group_size": 4})
+
+
+def batch_strategy(draw, h, iterative=False):
+    """Hypothesis draw of a call of a batch-whitening normalizer (``Spec.strategy``; ``h`` =
+    normref.testing.strategies.HELPERS, whose ``batch_whitening`` draw the family shares)."""
+    return h.batch_whitening(draw, iterative=iterative)
 
 
 def batch_examples(rng, T=None):

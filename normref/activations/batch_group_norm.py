@@ -45,6 +45,29 @@ def batch_group_norm(input, num_groups, weight=None, bias=None, eps=1e-5):
     return _bind(input, num_groups, weight, bias, eps).forward()
 
 
+from ..layer_call import LayerCall, REQUIRED  # noqa: E402  (the layer= fact below)
+
+#: the layer fact: num_groups groups of features over the whole batch (3 of 4 in the table)
+_LAYER = LayerCall(lambda x, w, b, o: (x, o["num_groups"], w, b), weight=2, bias=3,
+                   options={"num_groups": REQUIRED}, table={"num_groups": 3})
+
+
+def _strategy(draw, h):
+    """Hypothesis draw of a call (``Spec.strategy``): C = G x per, at least two values
+    per (batch, group)."""
+    st = h.st
+    N = draw(st.integers(1, 3))
+    G = draw(st.integers(1, 4))
+    per = draw(st.integers(1, 3))
+    C = G * per
+    spatial = draw(h.shapes(0, 2, max_side=4, max_size=max(1, h.MAX_SIZE // (N * C))))
+    if N * per * h.prod(spatial) < 2:
+        N = 2
+    x = h.data(draw, (N, C) + tuple(spatial))
+    w, b = h.affine(draw, (C,))
+    return (x, G, w, b), {"eps": draw(h.eps_values())}
+
+
 def _examples(rng):
     x = rng.standard_normal((3, 4, 2, 2))
     return [
@@ -65,5 +88,7 @@ register(Spec(
     nrr=Recovery((R.AFFINE,), "affine per channel"),
     citation="Zhou et al. 2020, Batch Group Normalization, arXiv preprint",
     examples=_examples,
+    strategy=_strategy,
+    layer=_LAYER,
     differentiable=("input", "weight", "bias"),
 ))

@@ -111,6 +111,32 @@ def batch_norm(input, running_mean, running_var, weight=None, bias=None, trainin
                  num_batches_tracked=num_batches_tracked).forward()
 
 
+from ..layer_call import LayerCall  # noqa: E402  (the layer= fact below)
+
+#: the layer fact: training mode, the features as channels, no running statistics
+_LAYER = LayerCall(lambda x, w, b, o: (x, None, None, w, b, True), weight=3, bias=4)
+
+
+def _strategy(draw, h):
+    """Hypothesis draw of a call (``Spec.strategy``; ``h`` = normref.testing.strategies.HELPERS):
+    training or eval, rank 2-4, more than one value per channel in training, affine or not."""
+    st = h.st
+    training = draw(st.booleans())
+    shape = draw(h.shapes(2, 4, max_side=5))
+    if training and shape[0] * h.prod(shape[2:]) < 2:
+        shape = (2,) + shape[1:]  # more than one value per channel
+    C = shape[1]
+    x = h.data(draw, shape)
+    rm, rv = h.running_stats(draw, C)
+    w, b = h.affine(draw, (C,))
+    kwargs = {
+        "training": training,
+        "momentum": draw(st.sampled_from([0.1, 0.01, 0.5])),
+        "eps": draw(h.eps_values()),
+    }
+    return (x, rm, rv, w, b), kwargs
+
+
 def _examples(rng):
     x = rng.standard_normal((4, 3, 2, 2))
     x2 = rng.standard_normal((6, 4)) * 2.0 - 1.0
@@ -138,6 +164,8 @@ register(Spec(
     nrr=Recovery((R.AFFINE,), "affine per channel"),
     citation="Ioffe & Szegedy 2015, Batch Normalization, ICML, arXiv:1502.03167",
     examples=_examples,
+    strategy=_strategy,
+    layer=_LAYER,
     conventions={
         "momentum_convention": "torch: new = (1-m) old + m batch; keras: new = m old + (1-m) batch",
         "running_var_unbiased": "True: running variance gets n/(n-1) var (PyTorch); False: biased",

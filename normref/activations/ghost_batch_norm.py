@@ -74,6 +74,33 @@ def ghost_batch_norm(input, virtual_batch_size, running_mean=None, running_var=N
                  training, momentum, eps).forward()
 
 
+from ..layer_call import LayerCall, REQUIRED  # noqa: E402  (the layer= fact below)
+
+#: the layer fact: training mode in virtual batches of the cases (4 of the table's 8)
+_LAYER = LayerCall(lambda x, w, b, o: (x, o["virtual_batch_size"], None, None, w, b, True),
+                   weight=4, bias=5, options={"virtual_batch_size": REQUIRED},
+                   table={"virtual_batch_size": 4})
+
+
+def _strategy(draw, h):
+    """Hypothesis draw of a training call (``Spec.strategy``): N a multiple of the
+    virtual batch size, at least two values per (virtual batch, channel)."""
+    st = h.st
+    vb = draw(st.integers(1, 4))
+    chunks = draw(st.integers(1, 3))
+    C = draw(st.integers(1, 4))
+    spatial = draw(h.shapes(0, 2, max_side=4, max_size=max(1, h.MAX_SIZE // (vb * chunks * C))))
+    if vb * h.prod(spatial) < 2:
+        vb = 2
+    x = h.data(draw, (vb * chunks, C) + tuple(spatial))
+    rm = rv = None
+    if draw(st.booleans()):
+        rm, rv = h.running_stats(draw, C)
+    w, b = h.affine(draw, (C,))
+    kwargs = {"training": True, "momentum": 0.1, "eps": draw(h.eps_values())}
+    return (x, vb, rm, rv, w, b), kwargs
+
+
 def _examples(rng):
     x = rng.standard_normal((6, 3, 2))
     w, b = rng.standard_normal(3), rng.standard_normal(3)
@@ -97,5 +124,7 @@ register(Spec(
     nrr=Recovery((R.AFFINE,), "affine per channel"),
     citation="Hoffer, Hubara & Soudry 2017, Train longer, generalize better, NeurIPS, arXiv:1705.08741",
     examples=_examples,
+    strategy=_strategy,
+    layer=_LAYER,
     differentiable=("input", "weight", "bias", "running_mean", "running_var"),
 ))

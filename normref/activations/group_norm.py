@@ -56,6 +56,34 @@ def group_norm(input, num_groups, weight=None, bias=None, eps=1e-5, *, affine="c
     return _bind(input, num_groups, weight, bias, eps, affine=affine).forward()
 
 
+from ..layer_call import LayerCall, REQUIRED  # noqa: E402  (the layer= fact below)
+
+#: the layer fact: each case, num_groups groups of its features (3 of 4 in the table)
+_LAYER = LayerCall(lambda x, w, b, o: (x, o["num_groups"], w, b), weight=2, bias=3,
+                   options={"num_groups": REQUIRED}, table={"num_groups": 3})
+
+
+def _strategy(draw, h):
+    """Hypothesis draw of a call (``Spec.strategy``): C = G x per, at least two values
+    per group, per-channel or per-group affine."""
+    st = h.st
+    N = draw(st.integers(1, 3))
+    G = draw(st.integers(1, 4))
+    per = draw(st.integers(1, 3))
+    C = G * per
+    spatial = draw(h.shapes(0, 2, max_side=4, max_size=max(1, h.MAX_SIZE // (N * C))))
+    if per * h.prod(spatial) < 2:
+        spatial = spatial + (2,) if not spatial else (spatial[0] + 1,) + spatial[1:]
+    shape = (N, C) + tuple(spatial)
+    x = h.data(draw, shape)
+    affine = draw(st.sampled_from(["channel", "group"]))
+    w, b = h.affine(draw, (C,) if affine == "channel" else (G,))
+    kwargs = {"eps": draw(h.eps_values())}
+    if affine == "group":
+        kwargs["affine"] = "group"
+    return (x, G, w, b), kwargs
+
+
 def _examples(rng):
     x = rng.standard_normal((2, 6, 3, 2))
     w, b = rng.standard_normal(6), rng.standard_normal(6)
@@ -79,6 +107,8 @@ register(Spec(
     nrr=Recovery((R.AFFINE,), "affine per channel (or per group, ONNX opset 18)"),
     citation="Wu & He 2018, Group Normalization, ECCV, arXiv:1803.08494",
     examples=_examples,
+    strategy=_strategy,
+    layer=_LAYER,
     conventions={"affine": "channel: weight (C,) (PyTorch, ONNX-21); group: weight (G,) (ONNX-18)"},
     differentiable=("input", "weight", "bias"),
 ))

@@ -51,6 +51,33 @@ def group_whitening(input, num_groups, weight=None, bias=None, eps=1e-5, *, T=5,
                  evaluation=evaluation).forward()
 
 
+from ..layer_call import LayerCall, REQUIRED  # noqa: E402  (the layer= fact below)
+
+#: the layer fact: each case, num_groups groups of its features decorrelated (3 of 4 in the table)
+_LAYER = LayerCall(lambda x, w, b, o: (x, o["num_groups"], w, b), weight=2, bias=3,
+                   options={"num_groups": REQUIRED}, table={"num_groups": 3})
+
+
+def _strategy(draw, h):
+    """Hypothesis draw of a call (``Spec.strategy``): full-rank groups without 2-value
+    groups (their derivative is ~0, which finite differences cannot resolve), every method."""
+    st = h.st
+    G = draw(st.integers(1, 4))
+    per = draw(st.integers(1, 3))
+    spatial = draw(st.sampled_from([(), (2,), (2, 2)]))
+    if per * h.prod(spatial) < max(G + 1, 3):
+        spatial = (max(G + 1, 3),)
+    N = draw(st.integers(1, 3))
+    offset = draw(st.sampled_from([0.0, 1.0, 1e4]))
+    scale = draw(st.sampled_from([1.0, 1e3, 2.0]) if offset == 1e4 else h.scales())
+    x = draw(h.float_arrays((N, G * per) + spatial, offset=offset, scale=scale))
+    w, b = h.affine(draw, (G * per,))
+    kwargs = {"eps": draw(st.sampled_from([1e-5, 1e-3, 0.1])),
+              "method": draw(st.sampled_from(["iter_norm", "zca", "cholesky", "pca"])),
+              "T": draw(st.integers(0, 7))}
+    return (x, G, w, b), kwargs
+
+
 def _examples(rng):
     x = rng.standard_normal((2, 6, 2, 2))
     w, b = rng.uniform(0.5, 1.5, 6), rng.standard_normal(6)
@@ -77,6 +104,8 @@ register(Spec(
     nrr=Recovery((R.AFFINE,), "affine per channel"),
     citation="Huang, Zhou, Liu, Zhu & Shao 2021, Group Whitening, CVPR, arXiv:2009.13333",
     examples=_examples,
+    strategy=_strategy,
+    layer=_LAYER,
     conventions={
         "num_groups": "G groups whitened against each other (positional, like group_norm)",
         "method": "iter_norm (default, T steps) | zca | pca | cholesky",

@@ -71,6 +71,40 @@ def instance_norm(input, running_mean=None, running_var=None, weight=None, bias=
                  momentum, eps).forward()
 
 
+from ..layer_call import LayerCall  # noqa: E402  (the layer= fact below)
+
+
+def _instance_view(N, F, o):
+    c = o["channels"]
+    if not isinstance(c, int) or isinstance(c, bool) or c < 1 or F % c:
+        raise ValueError(f"instance_norm layer: channels={c!r} must be a positive int dividing "
+                         f"the {F} features")
+    return (N, c, F // c)
+
+
+#: the layer fact: the features viewed as ``channels`` channels of F / channels positions
+#: (one channel by default; the table's 3 channels of 4)
+_LAYER = LayerCall(lambda x, w, b, o: (x, None, None, w, b, True), weight=3, bias=4,
+                   view=_instance_view, options={"channels": 1}, table={"channels": 3})
+
+
+def _strategy(draw, h):
+    """Hypothesis draw of a call (``Spec.strategy``): at least two spatial values,
+    running statistics or not (input statistics used)."""
+    st = h.st
+    N = draw(st.integers(1, 3))
+    C = draw(st.integers(1, 4))
+    spatial = draw(h.shapes(1, 2, max_side=5, max_size=max(2, h.MAX_SIZE // (N * C))))
+    if h.prod(spatial) < 2:
+        spatial = (2,) + tuple(spatial[1:])
+    x = h.data(draw, (N, C) + tuple(spatial))
+    rm = rv = None
+    if draw(st.booleans()):
+        rm, rv = h.running_stats(draw, C)
+    w, b = h.affine(draw, (C,))
+    return (x, rm, rv, w, b), {"use_input_stats": True, "eps": draw(h.eps_values())}
+
+
 def _examples(rng):
     x = rng.standard_normal((2, 3, 4, 2))
     w, b = rng.standard_normal(3), rng.standard_normal(3)
@@ -94,5 +128,7 @@ register(Spec(
     nrr=Recovery((R.AFFINE,), "affine per channel"),
     citation="Ulyanov, Vedaldi & Lempitsky 2016, Instance Normalization, arXiv:1607.08022",
     examples=_examples,
+    strategy=_strategy,
+    layer=_LAYER,
     differentiable=("input", "weight", "bias", "running_mean", "running_var"),
 ))

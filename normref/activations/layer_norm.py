@@ -81,6 +81,17 @@ def layer_norm(input, normalized_shape, weight=None, bias=None, eps=1e-5):
     return _bind(input, normalized_shape, weight, bias, eps).forward()
 
 
+from ..layer_call import LayerCall  # noqa: E402  (the layer= fact below)
+
+#: the layer fact: each case over its features
+_LAYER = LayerCall(lambda x, w, b, o: (x, (x.shape[-1],), w, b), weight=2, bias=3)
+
+
+def _strategy(draw, h):
+    """Hypothesis draw of a call (``Spec.strategy``): the trailing k axes normalized."""
+    return h.layer_like(draw, rms=False)
+
+
 def _examples(rng):
     x = rng.standard_normal((3, 8))
     x3 = rng.standard_normal((2, 3, 4, 5)) * 3.0 + 2.0
@@ -106,5 +117,7 @@ register(Spec(
     nrr=Recovery((R.AFFINE,), "affine (elementwise over normalized_shape)"),
     citation="Ba, Kiros & Hinton 2016, Layer Normalization, arXiv:1607.06450",
     examples=_examples,
+    strategy=_strategy,
+    layer=_LAYER,
     differentiable=("input", "weight", "bias"),
 ))

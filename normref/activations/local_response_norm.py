@@ -271,6 +271,29 @@ def local_response_norm(input, size, alpha=1e-4, beta=0.75, k=1.0, *, convention
     return _bind(input, size, alpha, beta, k, convention=convention).forward()
 
 
+from ..layer_call import LayerCall, REQUIRED  # noqa: E402  (the layer= fact below)
+
+#: the layer fact: across the features (channels) at one position, a window of ``size``
+#: (3 in the table), torch's alpha, beta, k
+_LAYER = LayerCall(lambda x, w, b, o: (x, o["size"]), view=lambda N, F, o: (N, F, 1),
+                   options={"size": REQUIRED}, table={"size": 3})
+
+
+def _strategy(draw, h):
+    """Hypothesis draw of a call (``Spec.strategy``): windows up to C + 1, centred data."""
+    st = h.st
+    shape = draw(h.shapes(3, 4, max_side=5))
+    C = shape[1]
+    size = draw(st.integers(1, C + 1))
+    x = draw(h.float_arrays(shape, scale=h.scales()))
+    kwargs = {
+        "alpha": draw(st.sampled_from([1e-4, 1e-2, 0.5])),
+        "beta": draw(st.sampled_from([0.75, 0.5, 1.0])),
+        "k": draw(st.sampled_from([1.0, 2.0, 0.5])),
+    }
+    return (x, size), kwargs
+
+
 def _examples(rng):
     cases = []
     x = rng.standard_normal((2, 6, 3))
@@ -306,6 +329,8 @@ register(Spec(
         "Convolutional Neural Networks, NeurIPS 2012"
     ),
     examples=_examples,
+    strategy=_strategy,
+    layer=_LAYER,
     conventions={
         "convention": (
             "'torch' window [c-n//2, c+(n-1)//2], alpha/n; 'onnx' [c-(n-1)//2, c+n//2], "

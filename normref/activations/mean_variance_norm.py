@@ -63,6 +63,26 @@ def mean_variance_norm(input, axes=(0, 2, 3), eps=1e-9, *, eps_placement="std"):
     return _bind(input, axes, eps, eps_placement=eps_placement).forward()
 
 
+from ..layer_call import LayerCall  # noqa: E402  (the layer= fact below)
+
+#: the layer fact: per feature over the batch (``axes=(0,)``)
+_LAYER = LayerCall(lambda x, w, b, o: (x, o["axes"]), options={"axes": (0,)})
+
+
+def _strategy(draw, h):
+    """Hypothesis draw of a call (``Spec.strategy``): rank 4, several axis sets, both
+    eps placements."""
+    st = h.st
+    shape = draw(h.shapes(4, 4, max_side=4, max_size=h.MAX_SIZE // 2))
+    axes = draw(st.sampled_from([(0, 2, 3), (2, 3), (1, 2, 3), (0, 1, 2, 3), (1,)]))
+    if h.prod(shape[a] for a in axes) < 2:
+        shape = tuple(s if a != axes[-1] else max(s, 2) for a, s in enumerate(shape))
+    x = h.data(draw, shape)
+    placement = draw(st.sampled_from(["std", "variance"]))
+    eps = draw(st.sampled_from([1e-9, 1e-5, 1e-3]))
+    return (x, axes, eps), {"eps_placement": placement}
+
+
 def _examples(rng):
     x = rng.standard_normal((2, 3, 2, 2))
     return [
@@ -83,5 +103,7 @@ register(Spec(
     nrr=Recovery((R.NONE,), "none"),
     citation="ONNX operator MeanVarianceNormalization (opset 13)",
     examples=_examples,
+    strategy=_strategy,
+    layer=_LAYER,
     conventions={"eps_placement": "std: (x-mean)/(std+eps) as ONNX's function body; variance: /sqrt(var+eps)"},
 ))

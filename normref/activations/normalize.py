@@ -242,6 +242,22 @@ def normalize(input, p=2.0, dim=1, eps=1e-12):
     return _bind(input, p, dim, eps).forward()
 
 
+from ..layer_call import LayerCall  # noqa: E402  (the layer= fact below)
+
+#: the layer fact: each case scaled to unit Lp norm over its features (dim=1)
+_LAYER = LayerCall(lambda x, w, b, o: (x,), table={"dim": 1})
+
+
+def _strategy(draw, h):
+    """Hypothesis draw of a call (``Spec.strategy``): any axis, p in {1, 2, 3}, centred data."""
+    st = h.st
+    shape = draw(h.shapes(1, 4, max_side=5))
+    dim = draw(st.integers(-len(shape), len(shape) - 1))
+    p = draw(st.sampled_from([2.0, 1.0, 3.0]))
+    x = draw(h.float_arrays(shape, scale=h.scales()))
+    return (x,), {"p": p, "dim": dim, "eps": 1e-12}
+
+
 def _examples(rng):
     cases = []
     x = rng.standard_normal((3, 5, 2))
@@ -271,6 +287,8 @@ register(Spec(
     nrr=Recovery((R.NONE,), "none"),
     citation="PyTorch torch.nn.functional.normalize (Lp normalization; no single paper)",
     examples=_examples,
+    strategy=_strategy,
+    layer=_LAYER,
     conventions={
         "eps": "clamp on the norm, max(||x||_p, eps) (PyTorch); TF clamps the squared L2 norm",
         "p=inf subgradient": "first maximal |x_i| in index order gets the derivative",

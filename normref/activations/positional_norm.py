@@ -38,6 +38,20 @@ def positional_norm(input, eps=1e-5):
     return _bind(input, eps).forward()
 
 
+from ..layer_call import LayerCall  # noqa: E402  (the layer= fact below)
+
+#: the layer fact: each case over its features (the channels of one position)
+_LAYER = LayerCall(lambda x, w, b, o: (x,))
+
+
+def _strategy(draw, h):
+    """Hypothesis draw of a call (``Spec.strategy``): at least two channels."""
+    shape = draw(h.shapes(2, 4, max_side=5, max_size=h.MAX_SIZE // 2))
+    if shape[1] < 2:
+        shape = (shape[0], 2) + shape[2:]
+    return (h.data(draw, shape),), {"eps": draw(h.eps_values())}
+
+
 def _examples(rng):
     return [
         Case("NCHW", (rng.standard_normal((2, 4, 3, 2)),)),
@@ -56,4 +70,6 @@ register(Spec(
     nrr=Recovery((R.NONE,), "none (moments shortcut downstream)"),
     citation="Li et al. 2019, Positional Normalization, NeurIPS, arXiv:1907.04312",
     examples=_examples,
+    strategy=_strategy,
+    layer=_LAYER,
 ))

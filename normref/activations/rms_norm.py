@@ -42,6 +42,17 @@ def rms_norm(input, normalized_shape, weight=None, eps=None):
     return _bind(input, normalized_shape, weight, eps).forward()
 
 
+from ..layer_call import LayerCall  # noqa: E402  (the layer= fact below)
+
+#: the layer fact: each case over its features (a gain, no bias)
+_LAYER = LayerCall(lambda x, w, b, o: (x, (x.shape[-1],), w), weight=2)
+
+
+def _strategy(draw, h):
+    """Hypothesis draw of a call (``Spec.strategy``): the trailing k axes, centred data."""
+    return h.layer_like(draw, rms=True)
+
+
 def _examples(rng):
     x = rng.standard_normal((3, 8))
     return [
@@ -63,6 +74,8 @@ register(Spec(
     nrr=Recovery((R.SCALE,), "scale (elementwise gamma)"),
     citation="Zhang & Sennrich 2019, Root Mean Square Layer Normalization, NeurIPS, arXiv:1910.07467",
     examples=_examples,
+    strategy=_strategy,
+    layer=_LAYER,
     conventions={"eps": "None -> finfo(input dtype).eps (PyTorch)"},
     differentiable=("input", "weight"),
 ))

@@ -33,11 +33,13 @@ and the layer is *invariant* to a transformation when
 The answer is computed, never typed in; :data:`PAPER_TABLE1` holds the paper's
 rows only to be compared with (the claims of :func:`invariance_claims`).
 
-How each registered normalizer is put on :math:`A` (see :data:`LAYERS`):
+How each registered normalizer is put on :math:`A` is its own module's
+``layer=`` fact (a :class:`normref.layer_call.LayerCall`; :func:`table_layer`),
+with the options the fact gives for this geometry (``LayerCall.table``):
 batch_norm training mode with the :math:`d_{out}` features as channels;
 layer_norm and rms_norm over :math:`d_{out}`; group_norm and batch_group_norm
 with 3 groups of the :math:`d_{out} = 12` features (no spatial axis);
-instance_norm on :math:`A` reshaped to :math:`(N, C{=}3, L{=}4)`;
+instance_norm on :math:`A` viewed as :math:`(N, C{=}3, L{=}4)`;
 positional_norm on :math:`(N, C{=}d_{out})`; ghost_batch_norm with virtual
 batches of 4 of the :math:`N = 8` cases; mean_variance_norm with
 ``axes=(0,)``; local_response_norm on :math:`(N, d_{out}, 1)`, size 3,
@@ -46,15 +48,18 @@ torch defaults; normalize with ``dim=1``; the batch-whitening family
 of the 12 features, each group whitened over the 8 cases, and
 group_whitening with 3 groups of 4 features per case; weight_norm is a weight
 normalizer, applied as Ba et al. do: :math:`h = X\,\mathrm{wn}(V, g)^\top`
-with :math:`V` playing :math:`W` and a fixed gain :math:`g`.
+with :math:`V` playing :math:`W` and a fixed gain :math:`g_i \in [0.5, 1.5]`.
+A user's plain callable ``f(x)`` on an ``(N, features)`` array is applied as
+:math:`h = f(X W^\top)`.
 
 *eps*: with :math:`\epsilon > 0` a standardization is only approximately
 scale invariant (:math:`\sigma/\sqrt{\sigma^2+\epsilon}` changes with the
-scale).  Every normalizer that accepts it is therefore run with
-``eps=0.0`` (exact invariance; the random data has no zero-variance group).
-``normalize`` keeps its clamp ``max(||a||, 1e-12)``, which is inactive for
-these data; local_response_norm has no eps, its constant ``k = 1`` is part
-of the definition (and is why it is not scale invariant).
+scale).  Every normalizer whose signature has an ``eps`` is therefore run
+with the table's ``eps`` (default ``0.0``: exact invariance; the random data
+has no zero-variance group); for ``normalize`` eps is the clamp
+``max(||a||, eps)``, inactive either way for these data; local_response_norm
+has no eps, its constant ``k = 1`` is part of the definition (and is why it
+is not scale invariant).
 
 **Scale invariance of the loss** (theory item 1; Arora, Li & Lyu 2019,
 *Theoretical analysis of auto rate-tuning by batch normalization*, Lemma 2.4;
@@ -89,13 +94,14 @@ import warnings
 
 import numpy as np
 
+from ..layer_call import TABLE_CASES, TABLE_FEATURES
 from ..registry import REGISTRY
 from .claims import Claim, register_claims
 
 __all__ = [
     "TRANSFORMATIONS",
     "PAPER_TABLE1",
-    "LAYERS",
+    "table_layer",
     "layer_invariances",
     "LossProblem",
     "invariance_table",
@@ -128,89 +134,9 @@ SOURCE_ITEM1 = (
     "van Laarhoven 2017 (arXiv:1706.05350)"
 )
 
-# layer geometry of the table: d_out = 12 = 3 groups of 4 = (C=3) x (L=4)
-N_CASES, D_IN, D_OUT = 8, 5, 12
-
-
-def _fn(name):
-    return REGISTRY[name].function
-
-
-def _wn_gain(d_out):
-    return np.linspace(0.5, 1.5, d_out).reshape(d_out, 1)
-
-
-def _make_layers():
-    """name -> layer(X, W) -> normalized summed inputs (affine fixed to identity)."""
-
-    def bn(X, W):
-        return _fn("batch_norm")(X @ W.T, None, None, training=True, eps=0.0)
-
-    def inorm(X, W):
-        A = X @ W.T
-        return _fn("instance_norm")(A.reshape(A.shape[0], 3, -1), eps=0.0)
-
-    def ln(X, W):
-        return _fn("layer_norm")(X @ W.T, (W.shape[0],), eps=0.0)
-
-    def gn(X, W):
-        return _fn("group_norm")(X @ W.T, 3, eps=0.0)
-
-    def rms(X, W):
-        return _fn("rms_norm")(X @ W.T, (W.shape[0],), eps=0.0)
-
-    def pn(X, W):
-        return _fn("positional_norm")(X @ W.T, eps=0.0)
-
-    def bgn(X, W):
-        return _fn("batch_group_norm")(X @ W.T, 3, eps=0.0)
-
-    def gbn(X, W):
-        return _fn("ghost_batch_norm")(X @ W.T, X.shape[0] // 2, eps=0.0)
-
-    def mvn(X, W):
-        return _fn("mean_variance_norm")(X @ W.T, axes=(0,), eps=0.0)
-
-    def lrn(X, W):
-        A = X @ W.T
-        return _fn("local_response_norm")(A[:, :, None], 3)
-
-    def l2(X, W):
-        return _fn("normalize")(X @ W.T, dim=1)
-
-    def wn(X, W):
-        return X @ _fn("weight_norm")(W, _wn_gain(W.shape[0]), dim=0).T
-
-    def batch_whitening(name):
-        def layer(X, W):  # three groups of 4 features, each observed over the 8 cases
-            return _fn(name)(X @ W.T, group_size=4, eps=0.0)
-
-        return layer
-
-    def gw(X, W):
-        return _fn("group_whitening")(X @ W.T, 3, eps=0.0)
-
-    return {
-        **{n: batch_whitening(n) for n in
-           ("pca_whitening", "zca_whitening", "cholesky_whitening", "iter_norm")},
-        "group_whitening": gw,
-        "batch_norm": bn,
-        "instance_norm": inorm,
-        "layer_norm": ln,
-        "group_norm": gn,
-        "rms_norm": rms,
-        "positional_norm": pn,
-        "batch_group_norm": bgn,
-        "ghost_batch_norm": gbn,
-        "mean_variance_norm": mvn,
-        "local_response_norm": lrn,
-        "normalize": l2,
-        "weight_norm": wn,
-    }
-
-
-#: registered name -> ``layer(X, W)`` used by :func:`invariance_table`
-LAYERS = _make_layers()
+# layer geometry of the table: d_out = 12 = 3 groups of 4 (the options each module's
+# ``layer=`` fact gives in ``LayerCall.table`` are for this geometry)
+N_CASES, D_IN, D_OUT = TABLE_CASES, 5, TABLE_FEATURES
 
 
 def _scale(rng):
@@ -267,9 +193,26 @@ def layer_invariances(layer, *, n_draws=3, n_params=2, rtol=1e-9, seed=0,
     return (table, worst) if detail else table
 
 
-def _generic_layer(name):
-    f = _fn(name)
+def table_layer(spec, *, eps=0.0):
+    r"""``layer(X, W)`` of the registered normalizer ``spec`` (a Spec or a name) in the
+    table's geometry: its ``layer=`` fact with the fact's ``table`` options, and
+    ``eps`` given to every normalizer whose signature has one; a normalizer without
+    a layer fact is tried as :math:`f(X W^\top)` (plus ``eps``)."""
+    from ..registry import spec_of
 
+    spec = spec_of(spec) if isinstance(spec, str) else spec
+    kw = {} if eps is None or spec.slot("eps") is None else {"eps": eps}
+    if spec.layer is not None:
+        return spec.layer.pre_activation_layer(spec.function, **{**spec.layer.table, **kw})
+    f = spec.function
+
+    def layer(X, W):
+        return f(X @ W.T, **kw)
+
+    return layer
+
+
+def _callable_layer(f):
     def layer(X, W):
         return f(X @ W.T)
 
@@ -280,32 +223,81 @@ def _default_names():
     return [n for n, s in REGISTRY.items() if s.family in ("activations", "weights")]
 
 
-def invariance_table(names=None, *, n_draws=3, rtol=1e-9, seed=0, detail=False):
-    """``{name: {transformation: bool}}`` for registered normalizers, computed.
+def _subjects(normalizers, eps):
+    """``[(key, layer, registered, has_fact)]`` for the entries of ``normalizers``."""
+    from ..registry import _BY_FUNCTION
 
-    ``names`` defaults to every registered activation or weight normalizer.
-    Each is applied to the layer pre-activation as described in the module
-    docstring (:data:`LAYERS`); a normalizer registered later without an
-    entry there is tried as ``f(X @ W.T)`` with its defaults (skipped with a
-    warning when that call fails, unless it was named explicitly).  The same
-    ``seed`` gives every normalizer the same data.
+    out, seen = [], set()
+    for item in normalizers:
+        if isinstance(item, str):
+            if item not in REGISTRY:
+                raise ValueError(f"invariance_table: {item!r} is not a registered normalizer; "
+                                 f"registered: {', '.join(sorted(REGISTRY))} (or pass a callable "
+                                 f"f(x) on an (N, features) array)")
+            spec = REGISTRY[item]
+        elif callable(item):
+            try:
+                spec = _BY_FUNCTION.get(item)
+            except TypeError:  # unhashable callable
+                spec = None
+        else:
+            raise TypeError(f"invariance_table: normalizers must hold registered names, registered "
+                            f"functions or callables f(x), got {type(item).__name__} {item!r:.60}")
+        if isinstance(item, str) or spec is not None:
+            key, layer, fact = spec.name, table_layer(spec, eps=eps), spec.layer is not None
+        else:
+            key = getattr(item, "__name__", None)
+            if not isinstance(key, str):
+                raise TypeError(f"invariance_table: the callable {item!r:.60} has no __name__ "
+                                f"to key its row by")
+            layer, fact = _callable_layer(item), True
+        if key in seen:
+            raise ValueError(f"invariance_table: two entries are keyed {key!r}")
+        seen.add(key)
+        out.append((key, layer, fact))
+    return out
+
+
+def invariance_table(normalizers=None, *, eps=0.0, n_draws=3, rtol=1e-9, seed=0, detail=False):
+    r"""``{key: {transformation: bool}}``, computed on random draws (module docstring).
+
+    ``normalizers``: an iterable of registered names, registered functions
+    (``normref.layer_norm``) and plain callables ``f(x)`` acting on an
+    ``(N, features)`` array -- e.g. a user's autograd.numpy layer norm; each row
+    is keyed by the registered name or by ``f.__name__``.  Default: every
+    registered activation or weight normalizer.
+
+    A registered normalizer is applied to the layer's summed inputs as its
+    module's ``layer=`` fact says (:class:`normref.layer_call.LayerCall`, with
+    the fact's ``table`` options for this geometry, :data:`D_OUT` = 12
+    features of :data:`N_CASES` = 8 cases); ``eps`` (default 0: exact
+    invariances, the random data has no zero-variance group) is given to
+    every one whose signature has an ``eps`` -- with :math:`\epsilon > 0` the
+    rescalings are only approximate invariances.  A plain callable is applied
+    as :math:`f(X W^\top)` with its own constants.  A registered normalizer
+    without a layer fact is tried as :math:`f(X W^\top)` with its defaults and
+    the table's eps (skipped with a warning when that call fails, unless it
+    was named explicitly).  The same ``seed`` gives every row the same data.
+
+    ValueError for a name that is not registered (listing the registered
+    names), TypeError for an entry that is neither a name nor callable.
     """
-    explicit = names is not None
-    names = list(names) if explicit else _default_names()
+    explicit = normalizers is not None
+    if isinstance(normalizers, str) or callable(normalizers):
+        normalizers = [normalizers]
+    items = list(normalizers) if explicit else _default_names()
     out, details = {}, {}
-    for name in names:
-        if name not in REGISTRY:
-            raise KeyError(f"{name!r} is not a registered normalizer")
-        layer = LAYERS.get(name) or _generic_layer(name)
+    for key, layer, fact in _subjects(items, eps):
         try:
             tab, worst = layer_invariances(layer, n_draws=n_draws, rtol=rtol, seed=seed,
                                            detail=True)
-        except Exception as e:  # no adapter and the default call does not fit
-            if explicit or name in LAYERS:
+        except Exception as e:  # no layer fact and the default call does not fit
+            if explicit or fact:
                 raise
-            warnings.warn(f"invariance_table: skipped {name!r} (no layer adapter): {e}")
+            warnings.warn(f"invariance_table: skipped {key!r} (no layer= fact, and f(X W^T) "
+                          f"failed): {e}")
             continue
-        out[name], details[name] = tab, worst
+        out[key], details[key] = tab, worst
     return (out, details) if detail else out
 
 

@@ -86,6 +86,7 @@ import numpy as np
 
 from .claims import Claim, register_claims
 from ..nets import MLP, Activation, Linear, Norm
+from ..registry import REGISTRY
 
 __all__ = [
     "SOURCE", "predicted_growth", "bn_network", "gradient_norms", "GrowthMeasurement",
@@ -169,9 +170,11 @@ def bn_network(width, depth, activation, *, norm="batch_norm", init="gaussian", 
 
     ``norm=None`` drops the normalizer (the control without batch norm);
     ``init`` / ``scale`` as :class:`normref.nets.Linear` (``"gaussian"``:
-    :math:`\sigma_w` = ``scale``; ``"orthogonal"``: norm-preserving).  BN has no
-    affine parameters and ``eps`` (default 1e-10, negligible against the O(1)
-    batch variances) inside the root.
+    :math:`\sigma_w` = ``scale``; ``"orthogonal"``: norm-preserving).  ``norm``: any
+    registered normalizer usable as a :class:`normref.nets.Norm` layer, without
+    affine parameters; ``eps`` (default 1e-10, negligible against the O(1)
+    batch variances; inside the root for BN) goes to every normalizer whose
+    signature has one.
     """
     act = {"linear": "identity"}.get(activation, activation)
     rng = np.random.default_rng(rng)
@@ -179,7 +182,8 @@ def bn_network(width, depth, activation, *, norm="batch_norm", init="gaussian", 
     for _ in range(depth):
         layers.append(Linear(width, width, bias=False, init=init, scale=scale, rng=rng))
         if norm is not None:
-            kwargs = {"eps": eps} if norm in ("batch_norm", "layer_norm", "ghost_batch_norm") else {}
+            spec = REGISTRY.get(norm)  # (an unknown name: Norm raises ValueError)
+            kwargs = {"eps": eps} if spec is not None and spec.slot("eps") is not None else {}
             layers.append(Norm(norm, affine=False, **kwargs))
         layers.append(Activation(act))
     return MLP(layers)

@@ -42,13 +42,29 @@ from ..registry import REGISTRY
 from .claims import Claim, register_claims
 from .curvature import condition_number, hessian
 
-__all__ = ["correlated_data", "snd", "snd_table", "snd_claims", "whitening_conditioning_claims"]
+__all__ = ["correlated_data", "batch_whitening_names", "snd", "snd_table", "snd_claims",
+           "whitening_conditioning_claims", "stochasticity_claims"]
 
 SOURCE_SND = ("Huang et al. 2019 (IterNorm, arXiv:1904.03441) sec. 4; "
               "Huang et al. 2020 (Stochasticity of Batch Whitening, arXiv:2003.12327)")
 SOURCE_COND = "LeCun et al. 1998 (Efficient BackProp); Desjardins et al. 2015 (Natural Neural Networks)"
 
-WHITENING = ("pca_whitening", "zca_whitening", "cholesky_whitening", "iter_norm")
+
+
+def batch_whitening_names():
+    """The registered batch-whitening normalizers, in registration order: those whose
+    Spec whitens (``spec.whitening``) with statistics over the batch (``spec.batch_axis``)."""
+    return tuple(n for n, s in REGISTRY.items() if s.whitening and s.batch_axis)
+
+
+def _iterative(name):
+    """An iterative whitening (IterNorm's Newton-Schulz steps): the signature takes ``T``."""
+    return REGISTRY[name].slot("T") is not None
+
+
+#: the batch-whitening normalizers registered when this module was imported
+#: (:func:`batch_whitening_names` reads the registry at call time)
+WHITENING = batch_whitening_names()
 
 
 def correlated_data(n, d, *, seed=0, decay=0.8):
@@ -61,13 +77,16 @@ def correlated_data(n, d, *, seed=0, decay=0.8):
 
 
 def _apply(name, batch, group_size, T, eps):
-    f = REGISTRY[name].function
-    if name == "batch_norm":
-        return f(batch, None, None, training=True, eps=eps)
-    kw = {"group_size": group_size, "eps": eps}
-    if name == "iter_norm":
-        kw["T"] = T
-    return f(batch, **kw)
+    """``name`` on the batch as its ``layer=`` fact calls it on (N, features) activations
+    (training mode, no affine), with those of ``group_size``, ``T``, ``eps`` its
+    signature takes (batch norm takes only eps)."""
+    spec = REGISTRY[name]
+    if spec.layer is None or spec.layer.form != "activations":
+        raise ValueError(f"snd: {name!r} declares no activations-form layer= fact")
+    options, _ = spec.layer.resolve({}, f"snd({name!r})")
+    kw = {k: v for k, v in (("group_size", group_size), ("T", T), ("eps", eps))
+          if spec.slot(k) is not None}
+    return spec.function(*spec.layer.arguments(batch, None, None, options), **kw)
 
 
 def snd(name, *, batch_size, group_size=None, T=5, data=None, n_points=8, n_draws=64,
@@ -95,9 +114,11 @@ def snd(name, *, batch_size, group_size=None, T=5, data=None, n_points=8, n_draw
     return total / n_points
 
 
-def snd_table(names=("batch_norm",) + WHITENING, batch_sizes=(32, 64, 128, 256), group_size=None,
-              **kwargs):
-    """``{name: {batch_size: SND}}``."""
+def snd_table(names=None, batch_sizes=(32, 64, 128, 256), group_size=None, **kwargs):
+    """``{name: {batch_size: SND}}``; ``names`` default: batch norm and every registered
+    batch-whitening normalizer."""
+    if names is None:
+        names = ("batch_norm",) + batch_whitening_names()
     return {nm: {b: snd(nm, batch_size=b, group_size=group_size, **kwargs) for b in batch_sizes}
             for nm in names}
 
@@ -117,7 +138,8 @@ def snd_claims(*, batch_sizes=(32, 64, 128, 256), group_sizes=(1, 4, 16), group_
     X = correlated_data(1024, 16, seed=seed)
     kw = dict(data=X, n_points=n_points, n_draws=n_draws, seed=seed)
     rows = []
-    for name in ("batch_norm",) + WHITENING:
+    whitening = batch_whitening_names()
+    for name in ("batch_norm",) + whitening:
         vals = {b: snd(name, batch_size=b, **kw) for b in batch_sizes}
         pred = _order({b: -b for b in batch_sizes}, "b=")
         rows.append(Claim(
@@ -128,7 +150,7 @@ def snd_claims(*, batch_sizes=(32, 64, 128, 256), group_sizes=(1, 4, 16), group_
     # (not iter_norm: at T = 5 its SND is not monotone in the group size -- it
     # peaks near 8 channels here -- because the iteration leaves the
     # small-eigenvalue directions of larger groups less stretched)
-    for name in ("pca_whitening", "zca_whitening", "cholesky_whitening"):
+    for name in (n for n in whitening if not _iterative(n)):
         vals = {g: snd(name, batch_size=group_batch, group_size=g, **kw) for g in group_sizes}
         rows.append(Claim(
             id=f"snd.{name}.group_size",
@@ -186,10 +208,11 @@ def whitening_conditioning_claims(*, n=256, d=8, mean=1.5, eps=1e-5, seed=0):
                                                        (np.diag(Xc.T @ Xc / n) + eps))])))),
     ]
     shrink = (l[-1] / (l[-1] + eps)) / (l[0] / (l[0] + eps))
-    for name in WHITENING:
-        pred = shrink if name != "iter_norm" else None
+    whitening = batch_whitening_names()
+    for name in whitening:
+        pred = shrink if not _iterative(name) else None
         Xh = REGISTRY[name].function(X, eps=eps)
-        if name == "iter_norm":  # eigenvalues lam p_T(lam)^2 of the normalized covariance
+        if _iterative(name):  # eigenvalues lam p_T(lam)^2 of the normalized covariance (T = 5)
             from ..whiten import newton_schulz_map
 
             S = Xc.T @ Xc / n + eps * np.eye(d)
@@ -210,7 +233,7 @@ def whitening_conditioning_claims(*, n=256, d=8, mean=1.5, eps=1e-5, seed=0):
             source=SOURCE_COND, predicted=float(pred), measured=float(k), tolerance=1e-8,
             relative=True))
     order_pred = "whitened < standardized < raw"
-    ok = max(kappas[n_] for n_ in ("pca_whitening", "zca_whitening", "cholesky_whitening")) \
+    ok = max(kappas[n_] for n_ in whitening if not _iterative(n_)) \
         < kappas["batch_norm"] < kappas["raw"]
     rows.append(Claim(
         id="conditioning.linear_unit.order",

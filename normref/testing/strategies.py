@@ -7,7 +7,9 @@ stay small (at most ``max_size`` elements, 200 by default) so that dense
 Jacobians and finite differences stay cheap.
 
 :func:`normalizer_cases` draws complete valid calls ``(args, kwargs)`` of a
-registered normalizer by name, following the public signatures.  Calls that
+registered normalizer by name, from the ``strategy`` hook its Spec declares
+(``strategy(draw, h) -> (args, kwargs)``, ``h`` = :data:`HELPERS`: the
+normalizer's module holds its own draws and never imports hypothesis).  Calls that
 update running statistics in place (batch norm and ghost batch norm in
 training, instance norm with running statistics) get fresh arrays in every
 example, but a test that calls the function more than once should copy them
@@ -16,6 +18,8 @@ example, but a test that calls the function more than once should copy them
 from __future__ import annotations
 
 import math
+import types
+from collections.abc import Mapping
 
 import numpy as np
 from hypothesis import strategies as st
@@ -27,6 +31,14 @@ __all__ = [
     "offsets",
     "scales",
     "float_arrays",
+    "positive_arrays",
+    "affine",
+    "data",
+    "running_stats",
+    "layer_like",
+    "spd",
+    "batch_whitening",
+    "HELPERS",
     "normalizer_cases",
     "NORMALIZERS",
 ]
@@ -121,10 +133,27 @@ def _positive_arrays(shape):
     return _arrays()
 
 
-# -- per-normalizer cases -------------------------------------------------------
+# -- helpers for the per-normalizer strategies ---------------------------------
+#
+# A normalizer module declares ``strategy=_strategy`` in its Spec, with
+# ``def _strategy(draw, h) -> (args, kwargs)``; ``h`` is :data:`HELPERS`
+# below, so the module never imports hypothesis or normref.testing.  The
+# helpers taking ``draw`` draw directly (they are plain functions, called from
+# inside the one ``st.composite`` that :func:`normalizer_cases` builds).
 
 
-def _affine(draw, shape):
+def positive_arrays(shape):
+    """float64 arrays of ``shape`` uniform in [0.5, 2] (running variances), from a drawn seed."""
+
+    @st.composite
+    def _arrays(draw):
+        seed = draw(st.integers(0, 2**32 - 1))
+        return np.random.default_rng(seed).uniform(0.5, 2.0, size=shape)
+
+    return _arrays()
+
+
+def affine(draw, shape):
     """(weight, bias): each None or an array of ``shape`` (weight around 1)."""
     w = b = None
     if draw(st.booleans()):
@@ -134,179 +163,48 @@ def _affine(draw, shape):
     return w, b
 
 
-def _data(draw, shape):
+def data(draw, shape):
+    """Input data ``offset + scale * N(0, 1)`` with :func:`offsets` and :func:`scales`."""
     return draw(float_arrays(shape, offset=offsets(), scale=scales()))
 
 
-@st.composite
-def _batch_norm(draw):
-    training = draw(st.booleans())
-    shape = draw(shapes(2, 4, max_side=5))
-    if training and shape[0] * math.prod(shape[2:]) < 2:
-        shape = (2,) + shape[1:]  # more than one value per channel
-    C = shape[1]
-    x = _data(draw, shape)
-    rm = draw(float_arrays((C,)))
-    rv = draw(_positive_arrays((C,)))
-    w, b = _affine(draw, (C,))
-    kwargs = {
-        "training": training,
-        "momentum": draw(st.sampled_from([0.1, 0.01, 0.5])),
-        "eps": draw(eps_values()),
-    }
-    return (x, rm, rv, w, b), kwargs
+def running_stats(draw, C):
+    """(running_mean, running_var) of C channels: standard normal and uniform in [0.5, 2]."""
+    return draw(float_arrays((C,))), draw(positive_arrays((C,)))
 
 
-@st.composite
-def _layer_like(draw, rms=False):
+def layer_like(draw, rms=False):
+    """A call of layer norm (``rms=False``: ``(x, normalized_shape, w, b), {eps}``) or of
+    RMS norm (``rms=True``: ``(x, normalized_shape, w), {eps or None}``, centred data):
+    ``normalized_shape`` the trailing k axes, at least two elements."""
     shape = draw(shapes(1, 4, max_side=6, max_size=MAX_SIZE // 2))
     k = draw(st.integers(1, len(shape)))
     normalized_shape = shape[len(shape) - k:]
     if math.prod(normalized_shape) < 2:
         shape = shape[: len(shape) - 1] + (2,)
         normalized_shape = normalized_shape[:-1] + (2,)
-    x = _data(draw, shape) if not rms else draw(float_arrays(shape, scale=scales()))
-    w, b = _affine(draw, normalized_shape)
+    x = data(draw, shape) if not rms else draw(float_arrays(shape, scale=scales()))
+    w, b = affine(draw, normalized_shape)
     if rms:
         eps = draw(st.one_of(st.none(), eps_values()))
         return (x, normalized_shape, w), {"eps": eps}
     return (x, normalized_shape, w, b), {"eps": draw(eps_values())}
 
 
-@st.composite
-def _group_norm(draw):
-    N = draw(st.integers(1, 3))
-    G = draw(st.integers(1, 4))
-    per = draw(st.integers(1, 3))
-    C = G * per
-    spatial = draw(shapes(0, 2, max_side=4, max_size=max(1, MAX_SIZE // (N * C))))
-    if per * math.prod(spatial) < 2:
-        spatial = spatial + (2,) if not spatial else (spatial[0] + 1,) + spatial[1:]
-    shape = (N, C) + tuple(spatial)
-    x = _data(draw, shape)
-    affine = draw(st.sampled_from(["channel", "group"]))
-    w, b = _affine(draw, (C,) if affine == "channel" else (G,))
-    kwargs = {"eps": draw(eps_values())}
-    if affine == "group":
-        kwargs["affine"] = "group"
-    return (x, G, w, b), kwargs
-
-
-@st.composite
-def _instance_norm(draw):
-    N = draw(st.integers(1, 3))
-    C = draw(st.integers(1, 4))
-    spatial = draw(shapes(1, 2, max_side=5, max_size=max(2, MAX_SIZE // (N * C))))
-    if math.prod(spatial) < 2:
-        spatial = (2,) + tuple(spatial[1:])
-    x = _data(draw, (N, C) + tuple(spatial))
-    rm = rv = None
-    if draw(st.booleans()):
-        rm = draw(float_arrays((C,)))
-        rv = draw(_positive_arrays((C,)))
-    w, b = _affine(draw, (C,))
-    return (x, rm, rv, w, b), {"use_input_stats": True, "eps": draw(eps_values())}
-
-
-@st.composite
-def _positional_norm(draw):
-    shape = draw(shapes(2, 4, max_side=5, max_size=MAX_SIZE // 2))
-    if shape[1] < 2:
-        shape = (shape[0], 2) + shape[2:]
-    return (_data(draw, shape),), {"eps": draw(eps_values())}
-
-
-@st.composite
-def _batch_group_norm(draw):
-    N = draw(st.integers(1, 3))
-    G = draw(st.integers(1, 4))
-    per = draw(st.integers(1, 3))
-    C = G * per
-    spatial = draw(shapes(0, 2, max_side=4, max_size=max(1, MAX_SIZE // (N * C))))
-    if N * per * math.prod(spatial) < 2:
-        N = 2
-    x = _data(draw, (N, C) + tuple(spatial))
-    w, b = _affine(draw, (C,))
-    return (x, G, w, b), {"eps": draw(eps_values())}
-
-
-@st.composite
-def _ghost_batch_norm(draw):
-    vb = draw(st.integers(1, 4))
-    chunks = draw(st.integers(1, 3))
-    C = draw(st.integers(1, 4))
-    spatial = draw(shapes(0, 2, max_side=4, max_size=max(1, MAX_SIZE // (vb * chunks * C))))
-    if vb * math.prod(spatial) < 2:
-        vb = 2
-    x = _data(draw, (vb * chunks, C) + tuple(spatial))
-    rm = rv = None
-    if draw(st.booleans()):
-        rm = draw(float_arrays((C,)))
-        rv = draw(_positive_arrays((C,)))
-    w, b = _affine(draw, (C,))
-    kwargs = {"training": True, "momentum": 0.1, "eps": draw(eps_values())}
-    return (x, vb, rm, rv, w, b), kwargs
-
-
-@st.composite
-def _mean_variance_norm(draw):
-    shape = draw(shapes(4, 4, max_side=4, max_size=MAX_SIZE // 2))
-    axes = draw(st.sampled_from([(0, 2, 3), (2, 3), (1, 2, 3), (0, 1, 2, 3), (1,)]))
-    if math.prod(shape[a] for a in axes) < 2:
-        shape = tuple(s if a != axes[-1] else max(s, 2) for a, s in enumerate(shape))
-    x = _data(draw, shape)
-    placement = draw(st.sampled_from(["std", "variance"]))
-    eps = draw(st.sampled_from([1e-9, 1e-5, 1e-3]))
-    return (x, axes, eps), {"eps_placement": placement}
-
-
-@st.composite
-def _local_response_norm(draw):
-    shape = draw(shapes(3, 4, max_side=5))
-    C = shape[1]
-    size = draw(st.integers(1, C + 1))
-    x = draw(float_arrays(shape, scale=scales()))
-    kwargs = {
-        "alpha": draw(st.sampled_from([1e-4, 1e-2, 0.5])),
-        "beta": draw(st.sampled_from([0.75, 0.5, 1.0])),
-        "k": draw(st.sampled_from([1.0, 2.0, 0.5])),
-    }
-    return (x, size), kwargs
-
-
-@st.composite
-def _normalize(draw):
-    shape = draw(shapes(1, 4, max_side=5))
-    dim = draw(st.integers(-len(shape), len(shape) - 1))
-    p = draw(st.sampled_from([2.0, 1.0, 3.0]))
-    x = draw(float_arrays(shape, scale=scales()))
-    return (x,), {"p": p, "dim": dim, "eps": 1e-12}
-
-
-@st.composite
-def _weight_norm(draw):
-    shape = draw(shapes(1, 4, max_side=5))
-    dim = draw(st.one_of(st.none(), st.integers(0, len(shape) - 1)))
-    v = draw(float_arrays(shape))
-    if dim is None:
-        g = np.asarray(draw(st.floats(0.5, 2.0)))
-    else:
-        gshape = tuple(s if a == dim else 1 for a, s in enumerate(shape))
-        g = draw(float_arrays(gshape, offset=1.0, scale=0.3))
-    return (v, g), {"dim": dim}
-
-
-def _spd(rng, d, ridge=1.0):
+def spd(rng, d, ridge=1.0):
+    """A random symmetric positive definite ``d x d`` matrix ``A A^T / d + ridge I``."""
     a = rng.standard_normal((d, d))
     return a @ a.T / d + ridge * np.eye(d)
 
 
-@st.composite
-def _batch_whitening(draw, iterative=False):
-    """Full-rank groups (more observations than features: autograd's eigh
+def batch_whitening(draw, iterative=False):
+    """A call of a batch-whitening normalizer ``(x, rm, rc, w, b), kwargs``.
+
+    Full-rank groups (more observations than features: autograd's eigh
     reference is undefined at the repeated zero eigenvalues of a
     rank-deficient covariance), eps in {1e-5, 1e-3, 0.1}, per-channel affine
-    or a coloring matrix, training or eval with running estimates."""
+    or a coloring matrix, training or eval with running estimates;
+    ``iterative`` adds IterNorm's ``T`` in [0, 7]."""
     g = draw(st.integers(1, 4))
     nb = draw(st.integers(1, 2))
     C = g * nb
@@ -334,63 +232,83 @@ def _batch_whitening(draw, iterative=False):
     if draw(st.booleans()):
         kwargs["training"] = False
         rm = rng.standard_normal(C) + float(np.mean(x))
-        rc = np.stack([_spd(rng, g) for _ in range(nb)]) * float(np.var(x))
+        rc = np.stack([spd(rng, g) for _ in range(nb)]) * float(np.var(x))
     return (x, rm, rc, w, b), kwargs
 
 
-@st.composite
-def _group_whitening(draw):
-    G = draw(st.integers(1, 4))
-    per = draw(st.integers(1, 3))
-    spatial = draw(st.sampled_from([(), (2,), (2, 2)]))
-    if per * math.prod(spatial) < max(G + 1, 3):  # full rank, and no 2-value groups
-        spatial = (max(G + 1, 3),)                  # (derivative ~0: FD cannot resolve it)
-    N = draw(st.integers(1, 3))
-    offset = draw(st.sampled_from([0.0, 1.0, 1e4]))
-    scale = draw(st.sampled_from([1.0, 1e3, 2.0]) if offset == 1e4 else scales())
-    x = draw(float_arrays((N, G * per) + spatial, offset=offset, scale=scale))
-    w, b = _affine(draw, (G * per,))
-    kwargs = {"eps": draw(st.sampled_from([1e-5, 1e-3, 0.1])),
-              "method": draw(st.sampled_from(["iter_norm", "zca", "cholesky", "pca"])),
-              "T": draw(st.integers(0, 7))}
-    return (x, G, w, b), kwargs
+#: The helper namespace ``h`` handed to every ``Spec.strategy(draw, h)``.
+#: ``st`` is hypothesis.strategies itself (``h.st.integers``, ``h.st.sampled_from``,
+#: ``h.st.booleans``, ...); strategies (draw them with ``draw(...)``): ``shapes``,
+#: ``group_counts``, ``eps_values``, ``offsets``, ``scales``, ``float_arrays``,
+#: ``positive_arrays``; draws (call them with ``draw`` first): ``affine``, ``data``,
+#: ``running_stats``, ``layer_like``, ``batch_whitening``; ``spd(rng, d)`` a
+#: matrix; ``MAX_SIZE`` the element budget; ``prod`` = math.prod.
+HELPERS = types.SimpleNamespace(
+    st=st, MAX_SIZE=MAX_SIZE, prod=math.prod, shapes=shapes, group_counts=group_counts, eps_values=eps_values,
+    offsets=offsets, scales=scales, float_arrays=float_arrays, positive_arrays=positive_arrays,
+    affine=affine, data=data, running_stats=running_stats, layer_like=layer_like, spd=spd,
+    batch_whitening=batch_whitening,
+)
 
 
-NORMALIZERS = {
-    "batch_norm": _batch_norm,
-    "layer_norm": lambda: _layer_like(False),
-    "group_norm": _group_norm,
-    "instance_norm": _instance_norm,
-    "rms_norm": lambda: _layer_like(True),
-    "positional_norm": _positional_norm,
-    "batch_group_norm": _batch_group_norm,
-    "ghost_batch_norm": _ghost_batch_norm,
-    "mean_variance_norm": _mean_variance_norm,
-    "local_response_norm": _local_response_norm,
-    "normalize": _normalize,
-    "weight_norm": _weight_norm,
-    "pca_whitening": _batch_whitening,
-    "zca_whitening": _batch_whitening,
-    "cholesky_whitening": _batch_whitening,
-    "iter_norm": lambda: _batch_whitening(iterative=True),
-    "group_whitening": _group_whitening,
-}
+def _with_strategy():
+    import normref  # noqa: F401  (the built-in normalizers register on import)
+    from ..registry import REGISTRY
+
+    return {name: spec for name, spec in REGISTRY.items() if spec.strategy is not None}
 
 
 def normalizer_cases(name):
     """Valid calls ``(args, kwargs)`` of the normalizer registered as ``name``.
 
-    Hyper-parameters respect each signature's constraints: C a multiple of
-    the drawn ``num_groups`` (group / batch-group norm), N a multiple of
-    ``virtual_batch_size`` (ghost batch norm), more than one value per
-    channel in batch-norm training and per statistics group elsewhere, a
-    positive running variance.  Inputs use :func:`offsets` and :func:`scales`
-    (except where the op is not shift invariant: LRN, normalize, weight norm,
-    RMS norm draw centred data).
+    Built from the ``strategy`` hook of its Spec (``strategy(draw, h)``, ``h`` =
+    :data:`HELPERS`), declared in the normalizer's own module.  The built-in
+    hooks respect each signature's constraints: C a multiple of the drawn
+    ``num_groups`` (group / batch-group norm), N a multiple of
+    ``virtual_batch_size`` (ghost batch norm), more than one value per channel
+    in batch-norm training and per statistics group elsewhere, a positive
+    running variance.  Inputs use :func:`offsets` and :func:`scales` (except
+    where the op is not shift invariant: LRN, normalize, weight norm, RMS norm
+    draw centred data).
+
+    KeyError (message "no strategy for ...") when ``name`` is not registered or
+    its Spec has no strategy hook.
     """
-    try:
-        return NORMALIZERS[name]()
-    except KeyError:
-        raise KeyError(
-            f"no strategy for {name!r}; available: {', '.join(sorted(NORMALIZERS))}"
-        ) from None
+    specs = _with_strategy()
+    if name not in specs:
+        from ..registry import REGISTRY
+
+        why = ("its Spec declares no strategy hook" if name in REGISTRY
+               else "no normalizer is registered under that name")
+        raise KeyError(f"no strategy for {name!r} ({why}); available: {', '.join(sorted(specs))}")
+    hook = specs[name].strategy
+
+    @st.composite
+    def _cases(draw):
+        return hook(draw, HELPERS)
+
+    return _cases()
+
+
+class _Strategies(Mapping):
+    """Read-only view ``name -> () -> strategy`` of the registered normalizers that
+    declare a strategy hook (computed from the registry on every access)."""
+
+    def __getitem__(self, name):
+        if name not in _with_strategy():
+            raise KeyError(name)
+        return lambda: normalizer_cases(name)
+
+    def __iter__(self):
+        return iter(_with_strategy())
+
+    def __len__(self):
+        return len(_with_strategy())
+
+    def __repr__(self):
+        return f"NORMALIZERS({sorted(self)})"
+
+
+#: ``name -> () -> strategy`` for every registered normalizer with a ``strategy``
+#: hook: a view of the registry, not a list of its own.
+NORMALIZERS = _Strategies()

@@ -216,6 +216,32 @@ def weight_norm(v, g, dim=0):
     return _bind(v, g, dim).forward()
 
 
+from ..layer_call import LayerCall  # noqa: E402  (the layer= fact below)
+
+
+def _layer_args(W, w, b, o):
+    # one gain per output unit, fixed and away from 1: g_i in [0.5, 1.5]
+    return (W, np.linspace(0.5, 1.5, W.shape[0]).reshape(-1, 1))
+
+
+#: the layer fact: a weight normalizer, h = X wn(W, g)^T with one norm per row of W (dim=0)
+_LAYER = LayerCall(_layer_args, form="weights", table={"dim": 0})
+
+
+def _strategy(draw, h):
+    """Hypothesis draw of a call (``Spec.strategy``): dim an axis or None, g around 1."""
+    st = h.st
+    shape = draw(h.shapes(1, 4, max_side=5))
+    dim = draw(st.one_of(st.none(), st.integers(0, len(shape) - 1)))
+    v = draw(h.float_arrays(shape))
+    if dim is None:
+        g = np.asarray(draw(st.floats(0.5, 2.0)))
+    else:
+        gshape = tuple(s if a == dim else 1 for a, s in enumerate(shape))
+        g = draw(h.float_arrays(gshape, offset=1.0, scale=0.3))
+    return (v, g), {"dim": dim}
+
+
 def _examples(rng):
     cases = []
     v = rng.standard_normal((4, 3))
@@ -248,6 +274,8 @@ register(Spec(
         "Accelerate Training of Deep Neural Networks, NeurIPS 2016"
     ),
     examples=_examples,
+    strategy=_strategy,
+    layer=_LAYER,
     conventions={
         "dim": "int: one norm per slice along dim (torch); None: whole tensor "
                "(torch's dim=-1 sentinel); negative ints are NumPy axes",
