@@ -175,5 +175,9 @@ def test_partial_and_keyword_slots():
         pb(np.ones((3, 3)))
     with pytest.raises(ValueError, match="wrt"):
         normref.jacobian(normref.layer_norm, x, (5,), w, wrt=1)
-    with pytest.raises(TypeError, match="not a registered"):
-        normref.vjp(np.mean, x)
+    # any other callable is differentiated by autograd, and says so
+    y3, pb3 = normref.vjp(np.mean, x)
+    assert pb3.derivatives == "autograd" and pb.derivatives == "normref"
+    np.testing.assert_allclose(pb3(np.array(2.0))[0], np.full(x.shape, 2.0 / x.size), rtol=1e-15)
+    with pytest.raises(TypeError, match="expected a normalizer"):
+        normref.vjp(3.0, x)
