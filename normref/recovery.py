@@ -55,12 +55,17 @@ def channel_shape(ndim, C, axis=1):
 
 
 class Affine(Piece):
-    r""":math:`y = \gamma \hat x + \beta` (either parameter optional), ``param_shape`` the layout."""
+    r""":math:`y = \gamma \hat x + \beta` (either parameter optional).
+
+    ``param_shape`` lays out the weight (and the bias, unless ``bias_shape``
+    gives the bias its own layout): per channel ``(1, C, 1, 1)``, per element
+    of the trailing axes ``(1, H, W)``, ..."""
 
     name = "affine"
 
-    def __init__(self, param_shape, weight=True, bias=True):
+    def __init__(self, param_shape, weight=True, bias=True, bias_shape=None):
         self.param_shape = tuple(param_shape)
+        self.bias_shape = self.param_shape if bias_shape is None else tuple(bias_shape)
         self.has_w, self.has_b = bool(weight), bool(bias)
 
     def forward(self, xhat, *params):
@@ -76,7 +81,7 @@ class Affine(Piece):
             if self.W is not None:
                 y = y * self.W
             if self.b is not None:
-                y = y + np.reshape(self.b, self.param_shape)
+                y = y + np.reshape(self.b, self.bias_shape)
         return np.broadcast_to(y, np.shape(xhat)).copy() if y is xhat else y
 
     def vjp(self, g):
@@ -85,7 +90,7 @@ class Affine(Piece):
             if self.has_w:
                 out.append(sum_to(g * self.xhat, self.param_shape).reshape(self.w_shape))
             if self.has_b:
-                out.append(sum_to(g, self.param_shape).reshape(self.b_shape))
+                out.append(sum_to(g, self.bias_shape).reshape(self.b_shape))
         return tuple(out)
 
     def jvp(self, tx, *tp):
@@ -99,7 +104,7 @@ class Affine(Piece):
             if tw is not None:
                 out = out + self.xhat * np.reshape(tw, self.param_shape)
             if tb is not None:
-                out = out + np.reshape(tb, self.param_shape)
+                out = out + np.reshape(tb, self.bias_shape)
         return out
 
 
