@@ -353,3 +353,45 @@ def test_reference_signatures_and_autograd_of_the_references_run():
         f = C.reference_of(spec, case, 0)
         g = autograd.grad(lambda a: autograd.numpy.sum(f(a) ** 2))(case.args[0])
         assert np.isfinite(g).all() and g.shape == case.args[0].shape
+
+
+def test_batch_renorm_keras_conventions():
+    rng = np.random.default_rng(16)
+    x = rng.standard_normal((6, 2)) * 1.5 + 0.5
+    eps, m = 1e-3, 0.99
+    mean, var = x.mean(axis=0), x.var(axis=0)
+    sd = np.sqrt(var + eps)
+    # separate renorm moments: r, d from them, updated with renorm_momentum
+    ren_m, ren_s = np.array([0.2, 0.7]), np.array([1.2, 0.02])
+    rm, rv = np.zeros(2), np.ones(2)
+    y = normref.batch_renorm(x, rm, rv, None, None, True, m, eps, 10.0, 10.0,
+                             momentum_convention="keras", running_var_unbiased=False,
+                             renorm_moments=(ren_m, ren_s), renorm_momentum=0.9)
+    s_r = np.maximum(np.array([1.2, 0.02]), np.sqrt(eps))
+    r = np.clip(sd / s_r, 0.1, 10.0)
+    d = np.clip((mean - np.array([0.2, 0.7])) / s_r, -10.0, 10.0)
+    np.testing.assert_allclose(y, (x - mean) / sd * r + d, rtol=1e-13, atol=1e-13)
+    np.testing.assert_allclose(ren_m, 0.9 * np.array([0.2, 0.7]) + 0.1 * mean, rtol=1e-14)
+    np.testing.assert_allclose(ren_s, 0.9 * np.array([1.2, 0.02]) + 0.1 * sd, rtol=1e-14)
+    np.testing.assert_allclose(rm, 0.01 * mean, rtol=1e-14)  # keras convention, momentum 0.99
+    np.testing.assert_allclose(rv, 0.99 + 0.01 * var, rtol=1e-14)
+    # a running standard deviation instead of the variance
+    rm, rs = np.array([0.1, 0.3]), np.array([2.0, 0.5])
+    y = normref.batch_renorm(x, rm, rs, None, None, True, m, eps, momentum_convention="keras",
+                             running_var_unbiased=False, running_std=True)
+    r = np.clip(sd / np.array([2.0, 0.5]), 1 / 3, 3)
+    d = np.clip((mean - np.array([0.1, 0.3])) / np.array([2.0, 0.5]), -5, 5)
+    np.testing.assert_allclose(y, (x - mean) / sd * r + d, rtol=1e-13, atol=1e-13)
+    np.testing.assert_allclose(rs, 0.99 * np.array([2.0, 0.5]) + 0.01 * sd, rtol=1e-14)
+    with pytest.raises(ValueError, match="running_var_unbiased=False"):
+        normref.batch_renorm(x, rm, rs, training=True, running_std=True)
+    # eval: batch norm's eval with Keras' variance max(s^2 - eps, 0)
+    w, b = rng.standard_normal(2), rng.standard_normal(2)
+    rs = np.array([1.5, 0.01])
+    y, pb = normref.vjp(normref.batch_renorm, x, rm, rs, w, b, False, eps=eps, running_std=True)
+    veff = np.maximum(rs ** 2 - eps, 0.0)
+    np.testing.assert_allclose(y, normref.batch_norm(x, rm, veff, w, b, eps=eps), rtol=1e-14)
+    dy = rng.standard_normal(y.shape)
+    g_std = pb(dy)[2]
+    g_var = normref.vjp(normref.batch_norm, x, rm, veff, w, b, eps=eps)[1](dy)[2]
+    np.testing.assert_allclose(g_std, g_var * np.where(rs ** 2 > eps, 2 * rs, 0.0), rtol=1e-13)

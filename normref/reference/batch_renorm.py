@@ -18,7 +18,8 @@ __all__ = ["batch_renorm"]
 def batch_renorm(input, running_mean, running_var, weight=None, bias=None, training=False,
                  momentum=0.1, eps=1e-5, rmax=3.0, dmax=5.0, *, channel_axis=1,
                  momentum_convention="torch", running_var_unbiased=True,
-                 num_batches_tracked=None):
+                 num_batches_tracked=None, running_std=False, renorm_moments=None,
+                 renorm_momentum=0.99):
     r"""Batch renormalization.
 
     .. math::
@@ -31,7 +32,18 @@ def batch_renorm(input, running_mean, running_var, weight=None, bias=None, train
 
     then :math:`y = \gamma \hat x + \beta` and the running statistics updated in
     place as batch norm's (after ``r, d`` are computed).  Eval: batch norm's eval.
+
+    Keras: ``running_std`` (``running_var`` holds a standard deviation s, the
+    correction uses :math:`\max(s, \sqrt\epsilon)`, it is blended towards
+    :math:`\sqrt{\sigma_B^2 + \epsilon}`, eval uses :math:`\max(s^2 - \epsilon, 0)`);
+    ``renorm_moments=(mean, std)`` separate buffers for r, d, blended with
+    ``renorm_momentum`` as ``m old + (1 - m) batch``.
     """
+    if not training and running_std:
+        s = _f64(running_var)
+        veff = anp.where(s * s > eps, s * s - eps, 0.0)
+        return batch_norm(input, running_mean, veff, weight, bias, False, momentum, eps,
+                          channel_axis=channel_axis)
     if not training:
         return batch_norm(input, running_mean, running_var, weight, bias, False, momentum, eps,
                           channel_axis=channel_axis)
@@ -44,9 +56,11 @@ def batch_renorm(input, running_mean, running_var, weight=None, bias=None, train
     mean = anp.mean(x, axis=axes, keepdims=True)
     var = anp.mean((x - mean) ** 2, axis=axes, keepdims=True)
     sigma_b = anp.sqrt(var + eps)
-    rm = np.reshape(np.array(getval(running_mean), dtype=np.float64), bshape)
-    rv = np.reshape(np.array(getval(running_var), dtype=np.float64), bshape)
-    sigma = np.sqrt(rv + eps)
+    src = (running_mean, running_var) if renorm_moments is None else renorm_moments
+    rm = np.reshape(np.array(getval(src[0]), dtype=np.float64), bshape)
+    rv = np.reshape(np.array(getval(src[1]), dtype=np.float64), bshape)
+    std_like = running_std or renorm_moments is not None
+    sigma = np.maximum(rv, np.sqrt(eps)) if std_like else np.sqrt(rv + eps)
     r = getval(sigma_b) / sigma
     d = (getval(mean) - rm) / sigma
     if rmax is not None:
@@ -55,7 +69,15 @@ def batch_renorm(input, running_mean, running_var, weight=None, bias=None, train
         d = np.clip(d, -dmax, dmax)
     xhat = (x - mean) / sigma_b * r + d
     if x.size:
-        _update_running(running_mean, running_var, np.reshape(getval(mean), (C,)),
-                        np.reshape(getval(var), (C,)), n, momentum, momentum_convention,
-                        running_var_unbiased, num_batches_tracked)
+        bm, bv = np.reshape(getval(mean), (C,)), np.reshape(getval(var), (C,))
+        sd = np.sqrt(bv + eps)
+        if renorm_moments is not None:
+            for buf, batch in zip(renorm_moments, (bm, sd)):
+                buf[...] = renorm_momentum * buf + (1.0 - renorm_momentum) * batch
+        if running_std:
+            keep = momentum if momentum_convention == "keras" else 1.0 - momentum
+            running_var[...] = keep * running_var + (1.0 - keep) * sd
+        _update_running(running_mean, None if running_std else running_var, bm, bv, n,
+                        momentum, momentum_convention, running_var_unbiased,
+                        num_batches_tracked)
     return _affine(xhat, weight, bias, bshape)
