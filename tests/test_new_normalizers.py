@@ -395,3 +395,49 @@ def test_batch_renorm_keras_conventions():
     g_std = pb(dy)[2]
     g_var = normref.vjp(normref.batch_norm, x, rm, veff, w, b, eps=eps)[1](dy)[2]
     np.testing.assert_allclose(g_std, g_var * np.where(rs ** 2 > eps, 2 * rs, 0.0), rtol=1e-13)
+
+
+def test_evonorm_b0_examples_exercise_both_branches():
+    for case in REGISTRY["evonorm_b0"].examples(np.random.default_rng(1234)):
+        x, rv, v, training = case.args[0], case.args[1], case.args[4], case.args[5]
+        if v is None:
+            continue
+        eps = case.kwargs.get("eps", 1e-5)
+        var_b = x.var(axis=(0, 2, 3)) if training else rv
+        sb = np.sqrt(var_b + eps).reshape(1, -1, 1, 1)
+        right = v.reshape(1, -1, 1, 1) * x + np.sqrt(x.var(axis=(2, 3), keepdims=True) + eps)
+        assert (right > sb).any() and (right < sb).any(), case.label
+
+
+@pytest.mark.parametrize("name,make", [
+    ("batch_renorm", lambda x, w, b: (x, np.zeros(8), np.ones(8), w, b, True)),
+    ("evonorm_b0", lambda x, w, b: (x, np.ones(8), w, b, np.ones(8), True)),
+    ("evonorm_s0", lambda x, w, b: (x, 4, w, b, np.ones(8))),
+    ("filter_response_norm", lambda x, w, b: (x, w, b, np.zeros(8))),
+])
+def test_thread_count_gives_identical_bits(name, make):
+    import numba
+
+    from normref.kernels import _dispatch as dispatch
+
+    rng = np.random.default_rng(17)
+    x = rng.standard_normal((16, 8, 24, 20)) * 3 + 7
+    assert x.size >= dispatch.PARALLEL_MIN_SIZE
+    w, b = rng.standard_normal(8), rng.standard_normal(8)
+    dy = rng.standard_normal(x.shape)
+    f = getattr(normref, name)
+
+    def run():
+        y, pb = normref.vjp(f, *make(x, w, b))
+        return [y] + [g for g in pb(dy) if g is not None]
+
+    before = numba.get_num_threads()
+    try:
+        numba.set_num_threads(2)
+        two = run()
+        numba.set_num_threads(1)
+        one = run()
+    finally:
+        numba.set_num_threads(before)
+    for a, c in zip(two, one):
+        np.testing.assert_array_equal(a, c)

@@ -50,10 +50,11 @@ def correction(batch_mean, batch_rstd, running_mean, running_var, eps, rmax, dma
         bad = np.isfinite(s2) & ~(s2 > 0)
         if bad.any():
             c = int(np.flatnonzero(bad)[0])
+            what = "max(running std, sqrt(eps))" if std else "running_var + eps"
             raise ValueError(
-                f"running_var + eps is not positive in channel {c} (running_var "
-                f"{float(running_var[c])!r}, eps={eps!r}): sigma = sqrt(running_var + eps) of "
-                f"the renormalization correction is undefined")
+                f"{what} is not positive in channel {c} (running_var "
+                f"{float(running_var[c])!r}, eps={eps!r}): sigma of the renormalization "
+                f"correction r, d is undefined")
         inv = 1.0 / (np.maximum(running_var, np.sqrt(eps)) if std else np.sqrt(s2))
         r = inv / batch_rstd
         d = (batch_mean - running_mean) * inv
