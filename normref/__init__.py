@@ -33,6 +33,10 @@ from .activations.zca_whitening import zca_whitening
 from .activations.cholesky_whitening import cholesky_whitening
 from .activations.iter_norm import iter_norm
 from .activations.group_whitening import group_whitening
+from .activations.batch_renorm import batch_renorm
+from .activations.evonorm_b0 import evonorm_b0
+from .activations.evonorm_s0 import evonorm_s0
+from .activations.filter_response_norm import filter_response_norm
 # -- end normalizers ----------------------------------------------------------
 
 __version__ = "0.1.0"
