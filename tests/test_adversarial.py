@@ -27,7 +27,7 @@ import pytest
 import normref as nr
 from normref.numerics import ulps_of
 from normref.registry import REGISTRY
-from normref.taxonomy import AreaKind, OpKind
+from normref.taxonomy import AreaKind, OpKind, RecoveryKind
 
 SHAPE = (4, 6, 2, 2)  # N, C, H, W: C divisible by 3 (groups), N by 2 (ghost)
 NGROUPS = 3
@@ -179,6 +179,8 @@ def _moments(spec):
     :func:`exact_standardize` computes, over a partition LABELS knows."""
     if spec.family != "activations" or spec.whitening or spec.nap.kind not in LABELS:
         return False
+    if not set(spec.nrr.kinds) <= {RecoveryKind.NONE, RecoveryKind.AFFINE, RecoveryKind.SCALE}:
+        return False  # (a renorm correction or a threshold after x-hat: not moments alone)
     return spec.nop.kind is OpKind.STANDARDIZE or (
         spec.nop.kind is OpKind.SCALE and spec.nap.kind is AreaKind.LAYER)
 
@@ -187,7 +189,7 @@ def _default(spec, name):
     return inspect.signature(spec.function).parameters[name].default
 
 
-def _builder(spec, *, running=False, extra=None):
+def _builder(spec, *, running=False, extra=None, stats=False):
     """``build(x, w, b) -> (f, args, kw)`` from the signature: the input, the
     hyper-parameters of HYPER, no running statistics (batch statistics) or
     :func:`_running` ones with the mode flag False (``running=True``), the affine
@@ -207,7 +209,7 @@ def _builder(spec, *, running=False, extra=None):
     kw.update(extra or {})
 
     def build(x, w, b):
-        rm, rv = _running(x.shape[1]) if running else (None, None)
+        rm, rv = _running(x.shape[1]) if running or stats else (None, None)
         values = {"weight": w, "bias": b, "running_mean": rm, "running_var": rv}
         args = [x]  # the input (``v`` for weight norm) comes first
         for p in sig[1: last + 1]:
@@ -267,7 +269,9 @@ def _other_norms():
     out = []
     for spec in REGISTRY.values():
         if spec.family in ("activations", "weights") and not spec.whitening and not _moments(spec):
-            build = _builder(spec)
+            # (running statistics given when the signature takes them: batch renorm's
+            # training correction reads them)
+            build = _builder(spec, stats=spec.running_state)
             out.append((spec.name, lambda x, build=build: build(x, None, None)))
     return out
 

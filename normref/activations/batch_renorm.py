@@ -7,6 +7,7 @@ from ..compose import Composite, Piece, Step
 from ..numerics import all_finite, as_float64, check_finite_scalar, check_flag, check_shape
 from ..recovery import Affine, Renorm, channel_shape
 from ..reference.batch_renorm import batch_renorm as _reference
+from ..layer_call import LayerCall
 from ..registry import Case, Spec, register
 from ..standardize import FixedStats, Standardization
 from ..taxonomy import Area, AreaKind as A, Operation, OpKind as O, Recovery, RecoveryKind as R
@@ -153,6 +154,8 @@ def _bind(input, running_mean, running_var, weight=None, bias=None, training=Fal
     rv = _renorm_buffer("running_var", running_var, C)
     if running_std:  # updated here, not by RunningStats
         running_buffer("running_var", running_var, (C,))
+    if x.size == 0:  # an empty batch: an empty output, every buffer unchanged (as batch_norm)
+        return Standardization(x, part, eps=eps, weight=w, bias=b)
     momentum, momentum_convention, running_var_unbiased, num_batches_tracked = options
     running = RunningStats(running_mean, None if running_std else running_var, C,
                            momentum=momentum, momentum_convention=momentum_convention,
@@ -274,6 +277,47 @@ def batch_renorm(input, running_mean, running_var, weight=None, bias=None, train
                  renorm_moments=renorm_moments, renorm_momentum=renorm_momentum).forward()
 
 
+def _layer_args(x, w, b, o):
+    """Training mode against fresh running statistics 0 and 1 (so the layer is a pure
+    function; ``rmax``, ``dmax``, ``eps`` pass through as keywords)."""
+    F = x.shape[1]
+    return (x, np.zeros(F), np.ones(F), w, b, True)
+
+
+#: the layer fact: training mode, the features as channels, running statistics 0 and 1
+_LAYER = LayerCall(_layer_args, weight=3, bias=4)
+
+
+def _strategy(draw, h):
+    """Hypothesis draw of a call (``Spec.strategy``): eval mode; training with
+    rmax = 1, dmax = 0 (batch norm); or training with running statistics placed so
+    that r and d are clipped in every channel (then locally constant, and the
+    stop-gradient derivative is the function's own: finite differences can judge it)."""
+    st = h.st
+    mode = draw(st.sampled_from(["eval", "plain", "clipped"]))
+    shape = draw(h.shapes(2, 4, max_side=5))
+    if mode != "eval" and shape[0] * h.prod(shape[2:]) < 2:
+        shape = (2,) + shape[1:]
+    C = shape[1]
+    x = h.data(draw, shape)
+    w, b = h.affine(draw, (C,))
+    eps = draw(h.eps_values())
+    rm, rv = h.running_stats(draw, C)
+    kwargs = {"training": mode != "eval", "eps": eps}
+    if mode == "plain":
+        kwargs.update(rmax=1.0, dmax=0.0)
+    elif mode == "clipped":
+        axes = (0,) + tuple(range(2, x.ndim))
+        sd = np.sqrt(np.var(x, axis=axes) + eps)
+        # sqrt(rv + eps) = sd / 10 (r = 10, clipped to rmax) where eps leaves room, else
+        # sd * 10 (r = 0.1, clipped to 1/rmax); the mean 10 running stds away (|d| = 10)
+        r = draw(st.sampled_from([10.0, 0.1]))
+        rv = (sd / r) ** 2 - eps
+        rv = np.where(rv > 0, rv, (10.0 * sd) ** 2 - eps)
+        rm = np.mean(x, axis=axes) - draw(st.sampled_from([1.0, -1.0])) * 10.0 * np.sqrt(rv + eps)
+    return (x, rm, rv, w, b), kwargs
+
+
 def _examples(rng):
     x = rng.standard_normal((4, 3, 2, 2)) * 0.5 + 0.3
     x2 = rng.standard_normal((6, 4))
@@ -318,6 +362,8 @@ register(Spec(
                  "per channel"),
     citation="Ioffe 2017, Batch Renormalization, NeurIPS, arXiv:1702.03275",
     examples=_examples,
+    strategy=_strategy,
+    layer=_LAYER,
     conventions={
         "rmax, dmax": "clipping bounds of r and d (3, 5 as the paper's final values); None: no clip",
         "momentum_convention": "torch: new = (1-m) old + m batch; keras: new = m old + (1-m) batch",

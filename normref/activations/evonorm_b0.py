@@ -8,6 +8,7 @@ from ..numerics import as_float64, check_flag, check_shape
 from ..partition import Partition
 from ..recovery import Affine, channel_shape
 from ..reference.evonorm import evonorm_b0 as _reference
+from ..layer_call import LayerCall
 from ..registry import Case, Spec, register
 from ..standardize import Standardization
 from ..taxonomy import Area, AreaKind as A, Operation, OpKind as O, Recovery, RecoveryKind as R
@@ -123,6 +124,30 @@ def evonorm_b0(input, running_var, weight=None, bias=None, v=None, training=Fals
                  running_var_unbiased=running_var_unbiased).forward()
 
 
+#: the layer fact: training mode, the features as channels (each a one-position
+#: "instance": then var_HW = 0 and the max compares the batch std with v x + sqrt(eps))
+_LAYER = LayerCall(lambda x, w, b, o: (x, None, w, b, o["v"], True), weight=2, bias=3,
+                   options={"v": None})
+
+
+def _strategy(draw, h):
+    """Hypothesis draw of a call (``Spec.strategy``): training or eval, v per channel or
+    None, more than one value per channel in training."""
+    st = h.st
+    training = draw(st.booleans())
+    shape = draw(h.shapes(2, 4, max_side=5))
+    if h.prod(shape[2:]) < 2:  # the instance variance needs two spatial values ...
+        shape = shape[:2] + (2,) + tuple(shape[3:])
+    C = shape[1]
+    x = h.data(draw, shape)
+    _, rv = h.running_stats(draw, C)
+    w, b = h.affine(draw, (C,))
+    v = draw(st.one_of(st.none(), h.float_arrays((C,), scale=2.0)))
+    kwargs = {"training": training, "momentum": draw(st.sampled_from([0.1, 0.5])),
+              "eps": draw(h.eps_values())}
+    return (x, rv, w, b, v), kwargs
+
+
 def _examples(rng):
     x = rng.standard_normal((3, 4, 3, 2))
     w, b = rng.standard_normal(4) + 1.0, rng.standard_normal(4)
@@ -153,6 +178,8 @@ register(Spec(
     citation="Liu, Brock, Simonyan & Le 2020, Evolving Normalization-Activation Layers, "
              "NeurIPS, arXiv:2004.02967",
     examples=_examples,
+    strategy=_strategy,
+    layer=_LAYER,
     conventions={
         "momentum_convention": "torch (timm) or keras (TF reference, momentum 0.9)",
         "running_var_unbiased": "True: n/(n-1) batch variance (timm); False: biased (TF)",

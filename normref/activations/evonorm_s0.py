@@ -5,6 +5,7 @@ from ..compose import Composite, GroupStd, Product, Quotient, Sigmoid, Step, Vie
 from ..partition import Partition
 from ..recovery import Affine, channel_shape
 from ..reference.evonorm import evonorm_s0 as _reference
+from ..layer_call import REQUIRED, LayerCall
 from ..registry import Case, Spec, register
 from ..standardize import Standardization
 from ..taxonomy import Area, AreaKind as A, Operation, OpKind as O, Recovery, RecoveryKind as R
@@ -75,6 +76,28 @@ def evonorm_s0(input, num_groups, weight=None, bias=None, v=None, eps=1e-5):
     return _bind(input, num_groups, weight, bias, v, eps).forward()
 
 
+#: the layer fact: each case, num_groups groups of its features (3 of 4 in the table)
+_LAYER = LayerCall(lambda x, w, b, o: (x, o["num_groups"], w, b, o["v"]), weight=2, bias=3,
+                   options={"num_groups": REQUIRED, "v": None}, table={"num_groups": 3})
+
+
+def _strategy(draw, h):
+    """Hypothesis draw of a call (``Spec.strategy``): C = G x per, at least two values
+    per group, v per channel or None."""
+    st = h.st
+    N = draw(st.integers(1, 3))
+    G = draw(st.integers(1, 4))
+    per = draw(st.integers(1, 3))
+    C = G * per
+    spatial = draw(h.shapes(0, 2, max_side=4, max_size=max(1, h.MAX_SIZE // (N * C))))
+    if per * h.prod(spatial) < 2:
+        spatial = spatial + (2,) if not spatial else (spatial[0] + 1,) + spatial[1:]
+    x = h.data(draw, (N, C) + tuple(spatial))
+    w, b = h.affine(draw, (C,))
+    v = draw(st.one_of(st.none(), h.float_arrays((C,), scale=2.0)))
+    return (x, G, w, b, v), {"eps": draw(h.eps_values())}
+
+
 def _examples(rng):
     x = rng.standard_normal((2, 6, 3, 2))
     w, b = rng.standard_normal(6) + 1.0, rng.standard_normal(6)
@@ -101,6 +124,8 @@ register(Spec(
     citation="Liu, Brock, Simonyan & Le 2020, Evolving Normalization-Activation Layers, "
              "NeurIPS, arXiv:2004.02967",
     examples=_examples,
+    strategy=_strategy,
+    layer=_LAYER,
     conventions={
         "num_groups": "must divide C (timm); the TF reference lowers it until it does",
         "eps": "inside the root, 1e-5 (paper, timm S0); timm S0a 1e-3",

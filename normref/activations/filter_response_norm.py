@@ -8,6 +8,7 @@ from ..compose import Composite, Step
 from ..partition import Partition
 from ..recovery import Threshold, channel_shape
 from ..reference.filter_response_norm import filter_response_norm as _reference
+from ..layer_call import LayerCall
 from ..registry import Case, Spec, register
 from ..standardize import Standardization
 from ..taxonomy import Area, AreaKind as A, Operation, OpKind as O, Recovery, RecoveryKind as R
@@ -67,6 +68,32 @@ def filter_response_norm(input, weight=None, bias=None, tau=None, eps=1e-6):
     return _bind(input, weight, bias, tau, eps).forward()
 
 
+def _frn_view(N, F, o):
+    c = o["channels"]
+    if not isinstance(c, int) or isinstance(c, bool) or c < 1 or F % c:
+        raise ValueError(f"filter_response_norm layer: channels={c!r} must be a positive int "
+                         f"dividing the {F} features")
+    return (N, c, F // c)
+
+
+#: the layer fact: the features viewed as ``channels`` channels of F / channels positions
+#: (one channel by default; the table's 3 channels of 4), optional TLU threshold tau
+_LAYER = LayerCall(lambda x, w, b, o: (x, w, b, o["tau"]), weight=1, bias=2,
+                   view=_frn_view, options={"channels": 1, "tau": None}, table={"channels": 3})
+
+
+def _strategy(draw, h):
+    """Hypothesis draw of a call (``Spec.strategy``): rank 2-4, affine or not, a TLU
+    threshold per channel or None."""
+    st = h.st
+    shape = draw(h.shapes(2, 4, max_side=5))
+    C = shape[1]
+    x = draw(h.float_arrays(shape, scale=h.scales()))  # scale only: centred data
+    w, b = h.affine(draw, (C,))
+    tau = draw(st.one_of(st.none(), h.float_arrays((C,), scale=0.5)))
+    return (x, w, b, tau), {"eps": draw(h.eps_values())}
+
+
 def _examples(rng):
     x = rng.standard_normal((2, 3, 4, 3))
     w, b = rng.standard_normal(3) + 1.0, rng.standard_normal(3)
@@ -91,6 +118,8 @@ register(Spec(
     nrr=Recovery((R.AFFINE, R.THRESHOLD), "affine per channel, then max(y, tau) (TLU)"),
     citation="Singh & Krishnan 2020, Filter Response Normalization Layer, CVPR, arXiv:1911.09737",
     examples=_examples,
+    strategy=_strategy,
+    layer=_LAYER,
     conventions={
         "eps": "inside the root, 1e-6 (paper); timm 1e-5; TF Addons |eps| + |learned eps|",
         "tau": "None: no TLU; tie y == tau splits the gradient 0.5 / 0.5 (torch.maximum)",

@@ -52,6 +52,12 @@ def evonorm_b0(input, running_var, weight=None, bias=None, v=None, training=Fals
     return _affine(x / den, weight, bias, bshape)
 
 
+def _sigmoid(z):
+    """The logistic function from exp(-|z|), which never overflows (nor its derivative)."""
+    e = anp.exp(-anp.abs(z))
+    return anp.where(z >= 0, 1.0 / (1.0 + e), e / (1.0 + e))
+
+
 def evonorm_s0(input, num_groups, weight=None, bias=None, v=None, eps=1e-5):
     r"""EvoNorm-S0.
 
@@ -70,6 +76,6 @@ def evonorm_s0(input, num_groups, weight=None, bias=None, v=None, eps=1e-5):
     std = anp.sqrt(_var(xg, (2,)) + eps)
     num = x
     if v is not None:
-        num = x / (1.0 + anp.exp(-anp.reshape(_f64(v), bshape) * x))
+        num = x * _sigmoid(anp.reshape(_f64(v), bshape) * x)
     y = anp.reshape(anp.reshape(num, (N, G, -1)) / std, x.shape)
     return _affine(y, weight, bias, bshape)
