@@ -276,6 +276,18 @@ def test_named_files_tests_and_functions_exist(doc):
     assert not bad, f"{doc.name} names what the project does not have: {sorted(set(bad))}"
 
 
+def test_python_examples_run():
+    """Every ```python block of the documents runs (theory.md runs one provider)."""
+    blocks = []
+    for doc in (THEORY, ADVERSARIAL):
+        blocks += [(doc.name, i, code) for i, code in
+                   enumerate(re.findall(r"^```python\n(.*?)^```", doc.read_text(encoding="utf-8"),
+                                        re.M | re.S))]
+    assert blocks
+    for name, i, code in blocks:
+        exec(compile(code, f"{name}[python block {i}]", "exec"), {})
+
+
 # -- (d) no reference to the engineers' guidance ---------------------------------------
 
 
