@@ -86,6 +86,7 @@ from __future__ import annotations
 from ..claims import register_claims
 from .condition import DEFAULT_RTOL, ConditionReport, condition_number
 from .input_conditioning import exact_moment_sample, input_conditioning_claims
+from .input_conditioning import _linear_unit_loss  # noqa: F401  (for proofs/)
 from .matrices import (as_operator, fisher, gauss_newton, hessian, kfac_block, kfac_factors,
                        normalizer_gauss_newton)
 from .normalization_fisher import (fisher_condition, input_mean_fisher_claims,
