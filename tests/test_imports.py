@@ -18,6 +18,9 @@ edges are not added (a package's ``__init__`` importing its own submodules
 would otherwise always be a cycle).  ``import normref`` or ``from .. import
 x`` of a name defined in ``normref/__init__.py`` is an explicit edge to
 ``normref`` and is counted: import the precise submodule instead.
+Imports by name at run time (``importlib.import_module``: the adapter table,
+the claim providers, ``normref.testing.strategies``) are not statements and
+are not seen.
 """
 from __future__ import annotations
 
