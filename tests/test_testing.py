@@ -19,6 +19,7 @@ import pytest
 import normref.registry as registry
 from normref.autodiff import vjp
 from normref.numerics import ulp_distance
+from normref.taxonomy import Area, AreaKind, Operation, OpKind, Recovery, RecoveryKind
 from normref.testing import (
     GradcheckError,
     assert_close,
@@ -88,24 +89,50 @@ def _examples(rng):
 
 
 def _make(name, plan_cls):
+    """The subject function and its Spec (registered only while this module's
+    tests run, by the ``_subjects`` fixture, so nothing leaks into other files)."""
     def f(input, weight=None):
         return plan_cls(input, weight).forward()
 
     f.__name__ = name
     spec = registry.Spec(
         name=name, function=f, bind=plan_cls, reference=_reference,
-        family="activations", nap="elementwise", nop="tanh", nrr="affine",
+        family="activations",
+        nap=Area(AreaKind.USER, "elementwise (test subject)"),
+        nop=Operation(OpKind.COMPOSED, "tanh (test subject)", centres=False),
+        nrr=Recovery((RecoveryKind.SCALE,), "gain w along the last axis"),
         citation="test only", examples=_examples, differentiable=("input", "weight"),
     )
-    if name in registry.REGISTRY:  # module imported twice (e.g. pytest rootdir games)
-        return registry.REGISTRY[name].function
-    registry.register(spec)
-    return f
+    return f, spec
 
 
-tanh_scale = _make("_test_tanh_scale", _TanhScalePlan)
-tanh_scale_bad_vjp = _make("_test_tanh_scale_bad_vjp", _BadVjpPlan)
-tanh_scale_bad_jvp = _make("_test_tanh_scale_bad_jvp", _BadJvpPlan)
+tanh_scale, _SPEC_GOOD = _make("_test_tanh_scale", _TanhScalePlan)
+tanh_scale_bad_vjp, _SPEC_BAD_VJP = _make("_test_tanh_scale_bad_vjp", _BadVjpPlan)
+tanh_scale_bad_jvp, _SPEC_BAD_JVP = _make("_test_tanh_scale_bad_jvp", _BadJvpPlan)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _subjects():
+    """Register the deliberately (in)correct subjects for this module
+    only; :func:`normref.registry.registered` removes them afterwards, also on
+    failure."""
+    with registry.registered(_SPEC_GOOD, _SPEC_BAD_VJP, _SPEC_BAD_JVP, _SPEC_SHIFTED):
+        yield
+
+
+def test_subjects_do_not_outlive_the_module():
+    # the registry holds the subjects now; registering one twice is refused
+    assert registry.spec_of(tanh_scale).name == "_test_tanh_scale"
+    with pytest.raises(ValueError, match="registered twice"):
+        with registry.registered(_SPEC_GOOD):
+            pass
+    # a scoped registration of a fresh spec is gone after its block
+    f, spec = _make("_test_tanh_scale_scoped", _TanhScalePlan)
+    with registry.registered(spec):
+        assert "_test_tanh_scale_scoped" in registry.REGISTRY
+    assert "_test_tanh_scale_scoped" not in registry.REGISTRY
+    with pytest.raises(TypeError, match="not a registered"):
+        registry.spec_of(f)
 
 
 @pytest.fixture
@@ -315,7 +342,7 @@ class _ShiftedPlan(_TanhScalePlan):
         self.t = np.tanh(self.x - 1e4)
 
 
-_shifted_tanh = _make("_test_shifted_tanh", _ShiftedPlan)
+_shifted_tanh, _SPEC_SHIFTED = _make("_test_shifted_tanh", _ShiftedPlan)
 
 
 # --------------------------------------------------------------------------- real normalizers

@@ -1,4 +1,5 @@
-"""numba kernels (``cache=True``, ``fastmath=False``, parallel over groups).
+"""numba kernels (options :data:`~normref.kernels._dispatch.JIT`: ``cache=True``,
+``fastmath=False``, ``error_model="numpy"``; parallel over groups).
 
 numba's on-disk cache and helpers in other modules.  numba keys a cached
 function by its own source file only: the index file (``*.nbi``, beside the

@@ -14,7 +14,16 @@ import types
 
 from numba import njit
 
-__all__ = ["PARALLEL_MIN_SIZE", "Kernel", "parallel_kernel"]
+__all__ = ["JIT", "PARALLEL_MIN_SIZE", "Kernel", "parallel_kernel"]
+
+#: the numba options of every kernel of normref (``njit(**JIT)``, and both builds
+#: of a :class:`Kernel`): ``cache=True`` (on-disk cache, re-keyed to the package
+#: sources by :func:`normref.kernels.restamp`); ``fastmath=False`` (IEEE
+#: semantics: no reassociation, which would undo compensated sums and make
+#: reductions depend on vectorization, no flush of subnormals, NaN and inf kept);
+#: ``error_model="numpy"`` (a float division by zero gives inf / NaN as in NumPy
+#: instead of raising ZeroDivisionError, and the loops carry no zero test)
+JIT = dict(cache=True, fastmath=False, error_model="numpy")
 
 #: below this many elements (of the first argument) a kernel runs serially
 PARALLEL_MIN_SIZE = 1 << 15
@@ -31,25 +40,22 @@ def _renamed(f, suffix):
 
 
 class Kernel:
-    """One kernel source compiled twice: ``serial`` and ``parallel``."""
+    """One kernel source compiled twice with the options :data:`JIT`: ``serial``
+    and ``parallel``."""
 
-    def __init__(self, py_func, **jit_options):
+    def __init__(self, py_func):
         self.py_func = py_func
         self.__doc__ = py_func.__doc__
         self.__name__ = py_func.__name__.lstrip("_")
-        self.serial = njit(**jit_options)(_renamed(py_func, "serial"))
-        self.parallel = njit(parallel=True, **jit_options)(_renamed(py_func, "parallel"))
+        self.serial = njit(**JIT)(_renamed(py_func, "serial"))
+        self.parallel = njit(parallel=True, **JIT)(_renamed(py_func, "parallel"))
 
     def __call__(self, *args):
         big = args[0].size >= PARALLEL_MIN_SIZE
         return (self.parallel if big else self.serial)(*args)
 
 
-def parallel_kernel(**jit_options):
-    """Decorator: ``@parallel_kernel(cache=True, fastmath=False)`` instead of
-    ``@njit(..., parallel=True)``."""
-
-    def deco(f):
-        return Kernel(f, **jit_options)
-
-    return deco
+def parallel_kernel(f):
+    """Decorator: ``@parallel_kernel`` instead of ``@njit(parallel=True, **JIT)``
+    (a :class:`Kernel`)."""
+    return Kernel(f)

@@ -27,7 +27,7 @@ _MAGNITUDE = np.uint64(0x7FFFFFFFFFFFFFFF)
 _INF_BITS = np.uint64(0x7FF0000000000000)
 
 
-@parallel_kernel(cache=True, fastmath=False)
+@parallel_kernel
 def _bit_range(bits, want_bottom):
     """``(max, min nonzero)`` of the magnitude bits of a flat uint64 view (0 and 2^64-1 if none)."""
     n = bits.size

@@ -38,8 +38,9 @@ import numpy as np
 from numba import njit, prange
 
 from . import restamp
-from ._dispatch import parallel_kernel
-from .scaled import _BIG, _LN2, _exp2_pair, _frexp, _ldexp, _neumaier
+from ._dispatch import JIT, parallel_kernel
+from .compensated import neumaier_add
+from .scaled import _BIG, _LN2, _exp2_pair, _frexp, _ldexp
 
 __all__ = ["lp_norm_rows"]
 
@@ -57,7 +58,7 @@ _ST_OVERFLOW = 1
 _ST_ZERO = 2
 
 
-@njit(cache=True, fastmath=False)
+@njit(**JIT)
 def _row_scan(x, i):
     """``(m, arg, kind)``: max |x|, index of the first max, row kind."""
     D = x.shape[1]
@@ -75,7 +76,7 @@ def _row_scan(x, i):
     return m, arg, _ROW_OK
 
 
-@njit(cache=True, fastmath=False)
+@njit(**JIT)
 def _row_norm_pair(x, i, p, m, arg):
     """``(Nm, eN, e)``: ``||x[i]||_p = Nm 2**eN`` and ``2**e`` the binade of ``m``."""
     D = x.shape[1]
@@ -89,7 +90,7 @@ def _row_norm_pair(x, i, p, m, arg):
         for j in range(D):
             a = abs(x[i, j])
             nnz += 1 if a != 0.0 else 0
-            s, comp = _neumaier(s, comp, (a / m) ** p)
+            s, comp = neumaier_add(s, comp, (a / m) ** p)
         if nnz == 1:
             return fm, e, e
         return fm * (s + comp) ** (1.0 / p), e, e
@@ -98,14 +99,14 @@ def _row_norm_pair(x, i, p, m, arg):
         # sqrt(fl(x~**2)) = |x~| (p = 2) are exact
         for j in range(D):
             a = abs(math.ldexp(x[i, j], -e))
-            s, comp = _neumaier(s, comp, a if p == 1.0 else a * a)
+            s, comp = neumaier_add(s, comp, a if p == 1.0 else a * a)
         s = s + comp
         return (s if p == 1.0 else math.sqrt(s)), e, e
     if p >= 1.0:
         for j in range(D):
             a = abs(math.ldexp(x[i, j], -e))
             nnz += 1 if a != 0.0 else 0
-            s, comp = _neumaier(s, comp, a ** p)
+            s, comp = neumaier_add(s, comp, a ** p)
         if nnz == 1:
             return fm, e, e
         return (s + comp) ** (1.0 / p), e, e
@@ -122,7 +123,7 @@ def _row_norm_pair(x, i, p, m, arg):
             t = abs(math.ldexp(v, -e)) ** p
         else:
             t = 2.0 ** (p * (math.log2(abs(mv)) + float(k)))
-        s, comp = _neumaier(s, comp, t)
+        s, comp = neumaier_add(s, comp, t)
     if nnz == 0:
         return fm, e, e
     L = math.log1p(s + comp) / (p * _LN2)
@@ -130,7 +131,7 @@ def _row_norm_pair(x, i, p, m, arg):
     return vm, ve + e, e
 
 
-@njit(cache=True, fastmath=False)
+@njit(**JIT)
 def _row_norm(x, i, p):
     """``(||x[i]||_p, index of the first max |x|)``; NaN propagates, inf gives inf."""
     m, arg, kind = _row_scan(x, i)
@@ -140,7 +141,7 @@ def _row_norm(x, i, p):
     return _ldexp(Nm, eN), arg
 
 
-@parallel_kernel(cache=True, fastmath=False)
+@parallel_kernel
 def lp_norm_rows(x, p):
     """``(norms, argmax)`` of the rows of ``x`` (``inf`` where the norm overflows)."""
     R = x.shape[0]

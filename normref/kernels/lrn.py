@@ -50,9 +50,10 @@ import numpy as np
 from numba import njit, prange
 
 from . import restamp
-from ._dispatch import parallel_kernel
-from .scaled import (_BIG, _NO_EXP, _dot_pair, _frexp, _in_t_range, _ldexp, _neumaier, _norm_pair,
-                     _pair_add, _pow_scaled)
+from ._dispatch import JIT, parallel_kernel
+from .compensated import neumaier_add
+from .scaled import (_BIG, _NO_EXP, _dot_pair, _frexp, _in_t_range, _ldexp, _norm_pair, _pair_add,
+                     _pow_scaled)
 
 __all__ = ["lrn_forward", "lrn_vjp", "lrn_jvp"]
 
@@ -63,7 +64,7 @@ _ST_OVERFLOW = 1
 _ST_NONPOSITIVE = 2
 
 
-@njit(cache=True, fastmath=False)
+@njit(**JIT)
 def _scaled_element(x, n, c, l, j0, j1, am, ea, km, ek, beta):
     """Scaled evaluation of one element: ``(y, Sm, Es, Rm, Ir, status)``."""
     mx = 0.0
@@ -109,7 +110,7 @@ def _scaled_element(x, n, c, l, j0, j1, am, ea, km, ek, beta):
     return yv, sm, es, rm, ir, status
 
 
-@parallel_kernel(cache=True, fastmath=False)
+@parallel_kernel
 def lrn_forward(x, lo, hi, a, k, beta, am, ea, km, ek, fast_ok):
     """Return ``(y, Rr, Ir, Ss, Es, F, status)``.
 
@@ -161,7 +162,7 @@ def lrn_forward(x, lo, hi, a, k, beta, am, ea, km, ek, fast_ok):
     return y, Rr, Ir, Ss, Es, F, status
 
 
-@njit(cache=True, fastmath=False)
+@njit(**JIT)
 def _z_pair(x, Rr, Ir, Ss, Es, n, c, l):
     """``z_c = x_c r_c / s_c = y_c / s_c`` as a pair."""
     xc = x[n, c, l]
@@ -173,7 +174,7 @@ def _z_pair(x, Rr, Ir, Ss, Es, n, c, l):
     return _norm_pair(xm * rm / sm, xe + ir - es)
 
 
-@njit(cache=True, fastmath=False)
+@njit(**JIT)
 def _f_minus(v, Rr, Ir, n, c, l, pm, pe, qm, qe, zero, am, ea, bm, eb):
     """``f - 2 a beta p q`` with ``f = v_c r_c`` (``v`` the cotangent or tangent), from
     pairs with one final rounding; ``zero`` is the product's signed zero where a
@@ -190,7 +191,7 @@ def _f_minus(v, Rr, Ir, n, c, l, pm, pe, qm, qe, zero, am, ea, bm, eb):
     return _ldexp(rm, re)
 
 
-@njit(cache=True, fastmath=False)
+@njit(**JIT)
 def _vjp_scaled(x, Rr, Ir, Ss, Es, dy, n, j, l, c0, c1, am, ea, bm, eb):
     """``dx_j = dy_j r_j - 2 a beta x_j sum_c dy_c z_c`` in pairs."""
     emax = _NO_EXP
@@ -213,13 +214,13 @@ def _vjp_scaled(x, Rr, Ir, Ss, Es, dy, n, j, l, c0, c1, am, ea, bm, eb):
                 zm, ze = _z_pair(x, Rr, Ir, Ss, Es, n, c, l)
                 if zm != 0.0:
                     tm, et = _frexp(t)
-                    s, comp = _neumaier(s, comp, _ldexp(tm * zm, ze + et - emax))
+                    s, comp = neumaier_add(s, comp, _ldexp(tm * zm, ze + et - emax))
         Am, Ae = _norm_pair(s + comp, emax)
     xm, xe = _frexp(x[n, j, l])
     return _f_minus(dy, Rr, Ir, n, j, l, xm, xe, Am, Ae, 0.0 * Am, am, ea, bm, eb)
 
 
-@parallel_kernel(cache=True, fastmath=False)
+@parallel_kernel
 def lrn_vjp(x, y, Rr, Ir, Ss, Es, F, dy, lo, hi, two_ab, am, ea, bm, eb):
     """Input cotangent ``dx_j = dy_j r_j - 2 a beta x_j sum_{c: j in W(c)} dy_c y_c / s_c``.
 
@@ -258,7 +259,7 @@ def lrn_vjp(x, y, Rr, Ir, Ss, Es, F, dy, lo, hi, two_ab, am, ea, bm, eb):
     return dx, status
 
 
-@njit(cache=True, fastmath=False)
+@njit(**JIT)
 def _jvp_scaled(x, Rr, Ir, Ss, Es, t, n, c, l, j0, j1, am, ea, bm, eb):
     """``ty_c = t_c r_c - 2 a beta z_c sum_{j in W(c)} x_j t_j`` in pairs."""
     Bm, Be = _dot_pair(x[n, j0:j1 + 1, l], t[n, j0:j1 + 1, l], 0)
@@ -266,7 +267,7 @@ def _jvp_scaled(x, Rr, Ir, Ss, Es, t, n, c, l, j0, j1, am, ea, bm, eb):
     return _f_minus(t, Rr, Ir, n, c, l, zm, ze, Bm, Be, 0.0 * zm * Bm, am, ea, bm, eb)
 
 
-@parallel_kernel(cache=True, fastmath=False)
+@parallel_kernel
 def lrn_jvp(x, y, Rr, Ir, Ss, Es, F, t, lo, hi, two_ab, am, ea, bm, eb):
     """Output tangent ``ty_c = t_c r_c - 2 a beta (y_c / s_c) sum_{j in W(c)} x_j t_j``.
 

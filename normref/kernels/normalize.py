@@ -51,11 +51,12 @@ import numpy as np
 from numba import njit, prange
 
 from . import restamp
-from ._dispatch import parallel_kernel
+from ._dispatch import JIT, parallel_kernel
+from .compensated import neumaier_add
 from .lp import (_ROW_NONFINITE, _ROW_OK, _ROW_ZERO, _ST_OVERFLOW, _ST_ZERO, _TINY, _X_HI, _X_LO,
                  _row_norm_pair, _row_scan)
-from .scaled import (_BIG, _NO_EXP, _T_HI, _T_LO, _dot_pair, _frexp, _ldexp, _neumaier, _norm_pair,
-                     _pair_add, _pow_scaled)
+from .scaled import (_BIG, _NO_EXP, _T_HI, _T_LO, _dot_pair, _frexp, _ldexp, _norm_pair, _pair_add,
+                     _pow_scaled)
 
 __all__ = [
     "normalize_forward",
@@ -68,7 +69,7 @@ __all__ = [
 _G_LO = 2.0 ** -300              # smallest nonzero |g_j| of the plain path (p not 1, 2, inf)
 
 
-@njit(cache=True, fastmath=False)
+@njit(**JIT)
 def _forward_row(x, y, i, p, eps):
     """Row ``i`` of :func:`normalize_forward`: writes ``y[i]`` and returns
     ``(nv, Nm, eN, e, arg, kind, fast, status, need)``; ``need = 2`` (N
@@ -113,7 +114,7 @@ def _forward_row(x, y, i, p, eps):
 _NV, _NM, _EN, _E, _ARG, _KIND, _FAST, _STAT = 0, 1, 2, 3, 4, 5, 6, 7
 
 
-@parallel_kernel(cache=True, fastmath=False)
+@parallel_kernel
 def normalize_forward(x, p, eps):
     """``y = x / max(N, eps)`` row-wise and the residuals.
 
@@ -158,7 +159,7 @@ def normalize_forward(x, p, eps):
     return y, res
 
 
-@njit(cache=True, fastmath=False)
+@njit(**JIT)
 def _grad_norm(v, nv, p, is_arg):
     """``d||x||_p / dx_j`` on the plain path for the entry ``v = x_j`` (subgradient 0
     at ``x_j = 0`` for p <= 1; inf: the first max, ``is_arg``).  Scalars only, so
@@ -177,7 +178,7 @@ def _grad_norm(v, nv, p, is_arg):
     return sg * (abs(v) / nv) ** (p - 1.0)
 
 
-@njit(cache=True, fastmath=False)
+@njit(**JIT)
 def _single(x, i):
     """True when row ``i`` has exactly one nonzero entry: then ``y = sign(x)`` is
     constant in that entry, whose derivative is exactly 0 (not a rounding residue)."""
@@ -188,7 +189,7 @@ def _single(x, i):
     return nnz == 1
 
 
-@njit(cache=True, fastmath=False)
+@njit(**JIT)
 def _unit(p, m):
     """Mantissa ``mu`` of the scaled unit ``mu 2**e`` of the derivative formulas:
     1 (``x~ = x 2**-e``, exact) for ``p < 512`` and inf, ``f = m 2**-e`` (units of
@@ -200,7 +201,7 @@ def _unit(p, m):
     return 1.0
 
 
-@njit(cache=True, fastmath=False)
+@njit(**JIT)
 def _G_pair(x, i, j, e, mu, arg, p):
     """``G_j = sign(x_j) |x^_j|**(p-1)`` as a pair, ``x^ = x / (mu 2**e)``; inf: sign at arg."""
     v = x[i, j]
@@ -216,7 +217,7 @@ def _G_pair(x, i, j, e, mu, arg, p):
     return _norm_pair(math.copysign(tm / a, v), te - (ev - e))
 
 
-@njit(cache=True, fastmath=False)
+@njit(**JIT)
 def _S_pair(x, i, e, mu, p, m):
     """``S = sum |x^_j|**p`` as a pair (inf: ``f = m 2**-e``), from the same terms as
     :func:`_G_pair`."""
@@ -239,11 +240,11 @@ def _S_pair(x, i, e, mu, p, m):
         if v != 0.0:
             mv, ev = _frexp(v)
             tm, te = _pow_scaled(abs(mv) / mu, ev - e, p)
-            s, comp = _neumaier(s, comp, _ldexp(tm, te - emax))
+            s, comp = neumaier_add(s, comp, _ldexp(tm, te - emax))
     return _norm_pair(s + comp, emax)
 
 
-@njit(cache=True, fastmath=False)
+@njit(**JIT)
 def _off_norm_row(res, t, out, i, eps):
     """Row ``i`` of a derivative off the norm branch (kind not 0, or clamped): NaN where
     the row holds NaN / inf, else ``t / eps`` (the clamp, zero rows included).
@@ -262,7 +263,7 @@ def _off_norm_row(res, t, out, i, eps):
     return over
 
 
-@njit(cache=True, fastmath=False)
+@njit(**JIT)
 def _normalize_vjp_row_scaled(x, dy, dx, i, Nm, eN, e, arg, p, m):
     """Scaled path of one row: ``dx_j = (dy_j - G_j T~ / S) / N``.  Returns overflow."""
     D = x.shape[1]
@@ -287,7 +288,7 @@ def _normalize_vjp_row_scaled(x, dy, dx, i, Nm, eN, e, arg, p, m):
     return over
 
 
-@parallel_kernel(cache=True, fastmath=False)
+@parallel_kernel
 def normalize_vjp(x, y, res, dy, p, eps):
     """``dx = (dy - g (y . dy)) / N`` (norm branch) or ``dy / eps`` (clamped).
 
@@ -358,7 +359,7 @@ def normalize_vjp(x, y, res, dy, p, eps):
     return dx, st
 
 
-@njit(cache=True, fastmath=False)
+@njit(**JIT)
 def _normalize_jvp_row_scaled(x, t, ty, i, Nm, eN, e, a, p):
     """Scaled path of one row: ``ty_i = (t_i - x^_i U / S) / N``, ``U = sum_j G_j t_j``.
     Returns overflow."""
@@ -382,7 +383,7 @@ def _normalize_jvp_row_scaled(x, t, ty, i, Nm, eN, e, a, p):
             Gm, Ge = _G_pair(x, i, j, e, mu, a, p)
             if Gm != 0.0 and t[i, j] != 0.0:
                 mt, et = _frexp(t[i, j])
-                s, comp = _neumaier(s, comp, _ldexp(Gm * mt, Ge + et - emax))
+                s, comp = neumaier_add(s, comp, _ldexp(Gm * mt, Ge + et - emax))
         Um, Ue = _norm_pair(s + comp, emax)
     single = _single(x, i)
     over = False
@@ -401,7 +402,7 @@ def _normalize_jvp_row_scaled(x, t, ty, i, Nm, eN, e, a, p):
     return over
 
 
-@parallel_kernel(cache=True, fastmath=False)
+@parallel_kernel
 def normalize_jvp(x, y, res, t, p, eps):
     """``ty = (t - y (g . t)) / N`` (norm branch) or ``t / eps`` (clamped).
 
@@ -470,7 +471,7 @@ def normalize_jvp(x, y, res, t, p, eps):
     return ty, st
 
 
-@parallel_kernel(cache=True, fastmath=False)
+@parallel_kernel
 def normalize_jacobian_blocks(x, res, p, eps):
     """Per-row blocks ``J[i, a, b] = (delta_ab - y_a g_b) / N`` (or ``delta_ab / eps``),
     in scaled units: ``delta_ab / N - x~_a G_b / (S N)``.  Returns ``(J, status)``."""
@@ -519,7 +520,7 @@ def normalize_jacobian_blocks(x, res, p, eps):
     return J, st
 
 
-@parallel_kernel(cache=True, fastmath=False)
+@parallel_kernel
 def normalize_norm_gradient(x, res, p):
     """``g = dN/dx`` per row: ``G_j S**(1/p) / S`` in scaled units (``S**(1/p) = N / (mu 2**e)``)."""
     R, D = x.shape

@@ -44,13 +44,11 @@ Contracts (``_`` names are internal to the kernels):
 * ``_pow_scaled(m, k, q)``: ``(m 2**k)**q`` as a normalized pair for a finite
   ``m > 0``, any int ``k`` and float ``q``, without over- or underflow (see its
   docstring for the evaluation).
-* ``_neumaier(s, comp, t)``: one step of Neumaier's compensated sum:
-  ``(fl(s + t), comp + the rounding error of that addition)``; the sum is
-  ``s + comp`` at the end.
 * ``_dot_pair(a, b, e0)``: ``sum_j a_j b_j 2**-e0`` of two 1-D arrays as a
   normalized pair; every product ``(ma mb) 2**(ea + eb)`` is exact, the terms
   are aligned to the largest product's exponent (smaller ones lose only what
-  lies below ``2**-1074`` of it) and summed by :func:`_neumaier`; ``(0, 0)``
+  lies below ``2**-1074`` of it) and summed by Neumaier's compensated sum
+  (:func:`normref.kernels.compensated.neumaier_add`); ``(0, 0)``
   when no product is nonzero.
 
 The plain paths of those kernels take cotangent / tangent entries that are 0
@@ -70,6 +68,10 @@ import math
 import numpy as np
 from numba import njit
 
+from . import restamp
+from ._dispatch import JIT
+from .compensated import neumaier_add
+
 _BIG = 1.7976931348623157e308    # largest finite float64
 _LN2 = math.log(2.0)
 _EXP_CAP = 1 << 40               # |exponent| beyond this means 0 or inf
@@ -79,7 +81,7 @@ _T_HI = 2.0 ** 64
 _T_LO = 2.0 ** -364
 
 
-@njit(cache=True, fastmath=False)
+@njit(**JIT)
 def _ldexp(m, e):
     """``m * 2**e`` for any int64 ``e`` (0 or inf beyond the range, no wrap-around)."""
     if m == 0.0 or m != m or abs(m) > _BIG:
@@ -91,14 +93,14 @@ def _ldexp(m, e):
     return math.ldexp(m, e)
 
 
-@njit(cache=True, fastmath=False)
+@njit(**JIT)
 def _frexp(v):
     """``(m, e)``: ``v = m 2**e``, ``|m|`` in ``[0.5, 1)`` (``(0, 0)`` for zero)."""
     m, e = math.frexp(v)
     return m, np.int64(e)
 
 
-@njit(cache=True, fastmath=False)
+@njit(**JIT)
 def _cap(n):
     """A float exponent as int64, clamped to +-_EXP_CAP (NaN -> 0)."""
     if n != n:
@@ -110,7 +112,7 @@ def _cap(n):
     return np.int64(n)
 
 
-@njit(cache=True, fastmath=False)
+@njit(**JIT)
 def _norm_pair(m, e):
     """Renormalize a pair so that ``|m|`` is in ``[0.5, 1)``."""
     if m == 0.0 or m != m or abs(m) > _BIG:
@@ -119,7 +121,7 @@ def _norm_pair(m, e):
     return mm, e + ee
 
 
-@njit(cache=True, fastmath=False)
+@njit(**JIT)
 def _pair_add(am, ae, bm, be):
     """``a + b`` of two pairs; the smaller is aligned to the larger exponent."""
     if am == 0.0:
@@ -131,7 +133,7 @@ def _pair_add(am, ae, bm, be):
     return _norm_pair(s, E)
 
 
-@njit(cache=True, fastmath=False)
+@njit(**JIT)
 def _two_prod_err(a, b, p):
     """Error of ``p = fl(a * b)`` (Dekker), for ``|a|, |b| < 2**996``."""
     c = 134217729.0
@@ -144,7 +146,7 @@ def _two_prod_err(a, b, p):
     return ((ah * bh - p) + ah * bl + al * bh) + al * bl
 
 
-@njit(cache=True, fastmath=False)
+@njit(**JIT)
 def _split_prod(q, k):
     """``q * k = n + f``: ``n`` an integer-valued float, ``|f| <= 0.5`` (plus a
     rounding-level remainder), exact for ``|q k| < 2**52``; else ``(q k, 0)``."""
@@ -157,7 +159,7 @@ def _split_prod(q, k):
     return n, (p - n) + err
 
 
-@njit(cache=True, fastmath=False)
+@njit(**JIT)
 def _exp2_pair(L):
     """``2**L`` as a pair (the exponent clamped, so huge ``L`` means 0 / inf)."""
     if L != L:
@@ -170,7 +172,7 @@ def _exp2_pair(L):
     return vm, _cap(n) + ve
 
 
-@njit(cache=True, fastmath=False)
+@njit(**JIT)
 def _pow_scaled(m, k, q):
     """``(m 2**k)**q`` as ``(mantissa in [0.5, 1), int exponent)``, ``m > 0`` finite.
 
@@ -204,18 +206,7 @@ def _pow_scaled(m, k, q):
     return vm, _cap(n1 + n2) + ve
 
 
-@njit(cache=True, fastmath=False)
-def _neumaier(s, comp, t):
-    """One step of Neumaier's compensated sum: ``(s + t, comp + its rounding error)``."""
-    z = s + t
-    if abs(s) >= abs(t):
-        comp += (s - z) + t
-    else:
-        comp += (t - z) + s
-    return z, comp
-
-
-@njit(cache=True, fastmath=False)
+@njit(**JIT)
 def _dot_pair(a, b, e0):
     """``sum_j a[j] b[j] 2**-e0`` of two 1-D arrays as a pair, exact up to a compensated sum.
 
@@ -237,12 +228,15 @@ def _dot_pair(a, b, e0):
         if a[j] != 0.0 and b[j] != 0.0:
             ma, ea = _frexp(a[j])
             mb, eb = _frexp(b[j])
-            s, comp = _neumaier(s, comp, _ldexp(ma * mb, ea + eb - emax))
+            s, comp = neumaier_add(s, comp, _ldexp(ma * mb, ea + eb - emax))
     return _norm_pair(s + comp, emax - e0)
 
 
-@njit(cache=True, fastmath=False)
+@njit(**JIT)
 def _in_t_range(v):
     """``v`` is 0 or ``|v|`` in ``[2**-364, 2**64)``: a cotangent / tangent entry of the plain paths."""
     a = abs(v)
     return a == 0.0 or (a >= _T_LO and a < _T_HI)
+
+
+restamp(globals())

@@ -50,25 +50,17 @@ from __future__ import annotations
 
 import math
 
-import numpy as np
 from numba import njit, prange
 
-from ._dispatch import Kernel
+from . import restamp
+from ._dispatch import JIT, Kernel
+from .compensated import two_sum
 
 _TINY = 1e-280  # below this a sum of squares may have lost bits to underflow
 
 
-_JIT = dict(cache=True, fastmath=False, error_model="numpy")
-
-@njit(inline="always", **_JIT)
-def _two_sum(a, b):
-    s = a + b
-    bp = s - a
-    return s, (a - (s - bp)) + (b - bp)
-
-
 # -- row helpers: one contiguous row of a group --------------------------------
-@njit(**_JIT)
+@njit(**JIT)
 def _row_sum(xr):
     """Plain sum in four interleaved lanes, combined in a fixed order."""
     n = xr.size
@@ -88,16 +80,16 @@ def _row_sum(xr):
     return (a0 + a1) + (a2 + a3)
 
 
-@njit(**_JIT)
+@njit(**JIT)
 def _row_scaled_sum(xr, sc, s, cs):
     """Compensated sum of ``xr * sc`` added to (s, cs)."""
     for i in range(xr.size):
-        s, t = _two_sum(s, xr[i] * sc)
+        s, t = two_sum(s, xr[i] * sc)
         cs += t
     return s, cs
 
 
-@njit(**_JIT)
+@njit(**JIT)
 def _row_max_dev(xr, half, mu, m):
     """max(m, max |xr * half - mu * half|), NaN-propagating."""
     mh = mu * half
@@ -108,7 +100,7 @@ def _row_max_dev(xr, half, mu, m):
     return m
 
 
-@njit(**_JIT)
+@njit(**JIT)
 def _row_moments(xr, scale, ms, s1, c1, s2, c2):
     """Compensated sums of d and d^2, d = xr * scale + ms (ms = -mu_hi * scale).
 
@@ -117,22 +109,22 @@ def _row_moments(xr, scale, ms, s1, c1, s2, c2):
     mean is exact to a few ulps at any offset.
     """
     for i in range(xr.size):
-        d, de = _two_sum(xr[i] * scale, ms)
-        s1, t = _two_sum(s1, d)
+        d, de = two_sum(xr[i] * scale, ms)
+        s1, t = two_sum(s1, d)
         c1 += t + de
-        s2, t = _two_sum(s2, d * d)
+        s2, t = two_sum(s2, d * d)
         c2 += t
     return s1, c1, s2, c2
 
 
-@njit(**_JIT)
+@njit(**JIT)
 def _row_out(xr, yr, s, as_, b0, f, g, bt):
     """y = xhat * g + bt with scalar affine (g = 1, bt = 0 when absent)."""
     for i in range(xr.size):
         yr[i] = (((xr[i] * s + as_) - b0) * f) * g + bt
 
 
-@njit(**_JIT)
+@njit(**JIT)
 def _row_out_vec(xr, yr, s, as_, b0, f, gr, br, has_g, has_b):
     """y = xhat * gamma + beta with per-element affine along the row."""
     for i in range(xr.size):
@@ -144,7 +136,7 @@ def _row_out_vec(xr, yr, s, as_, b0, f, gr, br, has_g, has_b):
         yr[i] = xh
 
 
-@njit(**_JIT)
+@njit(**JIT)
 def _row_proj_sums(xr, vr, s, as_, b0, f, gr, has_g, pgr, pbr, want):
     """Compensated sums of w = v * gamma and w * xhat over a row: (s1, c1, s2, c2).
 
@@ -162,14 +154,14 @@ def _row_proj_sums(xr, vr, s, as_, b0, f, gr, has_g, pgr, pbr, want):
             pgr[i] += v * xh
             pbr[i] += v
         w = v * gr[i] if has_g else v
-        s1, t = _two_sum(s1, w)
+        s1, t = two_sum(s1, w)
         c1 += t
-        s2, t = _two_sum(s2, w * xh)
+        s2, t = two_sum(s2, w * xh)
         c2 += t
     return s1, c1, s2, c2
 
 
-@njit(**_JIT)
+@njit(**JIT)
 def _row_proj_out(xr, vr, outr, s, as_, b0, f, g, m1, m2):
     """out = ((v g - m1) f + m2 d) s with scalar g, d the scaled deviation."""
     for i in range(xr.size):
@@ -177,7 +169,7 @@ def _row_proj_out(xr, vr, outr, s, as_, b0, f, g, m1, m2):
         outr[i] = ((vr[i] * g - m1) * f + m2 * d) * s
 
 
-@njit(**_JIT)
+@njit(**JIT)
 def _row_proj_out_vec(xr, vr, outr, s, as_, b0, f, gr, has_g, m1, m2):
     """out = ((v gamma - m1) f + m2 d) s with per-element gamma."""
     for i in range(xr.size):
@@ -187,7 +179,7 @@ def _row_proj_out_vec(xr, vr, outr, s, as_, b0, f, gr, has_g, m1, m2):
 
 
 # -- statistics of one group -----------------------------------------------------
-@njit(**_JIT)
+@njit(**JIT)
 def _group_moments(x, sh, st, g1, g2, center, scale):
     """Corrected two-pass moments of one group, data multiplied by ``scale``.
 
@@ -236,7 +228,7 @@ def _group_moments(x, sh, st, g1, g2, center, scale):
     return mu_hi, s1 + c1, s2 + c2
 
 
-@njit(**_JIT)
+@njit(**JIT)
 def _group_stats(x, sh, st, g1, g2, center, eps, eps_outside):
     """(mu_hi, mu_lo, scale, F, c, var) of one group, see the module docstring."""
     R1, R2, R3 = sh[2], sh[3], sh[4]
@@ -398,9 +390,9 @@ def _standardize_project(x, sh, st, ps, gamma, has_gamma, v, center, mu_hi, mu_l
                             pg_gamma[k, pb] += t2
                             pg_beta[k, pb] += t1
                         gv = gamma[pb] if has_gamma else 1.0
-                        S1, t = _two_sum(S1, t1 * gv)
+                        S1, t = two_sum(S1, t1 * gv)
                         C1 += t
-                        S2, t = _two_sum(S2, t2 * gv)
+                        S2, t = two_sum(S2, t2 * gv)
                         C2 += t
                     else:
                         r_s1, r_c1, r_s2, r_c2 = _row_proj_sums(
@@ -409,9 +401,9 @@ def _standardize_project(x, sh, st, ps, gamma, has_gamma, v, center, mu_hi, mu_l
                             pg_gamma[k, pb:pb + R3] if want_param_grads else pg_gamma[0, :0],
                             pg_beta[k, pb:pb + R3] if want_param_grads else pg_beta[0, :0],
                             want_param_grads)
-                        S1, t = _two_sum(S1, r_s1)
+                        S1, t = two_sum(S1, r_s1)
                         C1 += t + r_c1
-                        S2, t = _two_sum(S2, r_s2)
+                        S2, t = two_sum(S2, r_s2)
                         C2 += t + r_c2
             s1 = S1 + C1
             s2 = S2 + C2
@@ -451,12 +443,12 @@ def _standardize_xhat(x, sh, st, mu_hi, mu_lo, scale, F, out):
                 _row_out(x[b:b + R3], out[b:b + R3], s, as_, mu_lo[g], F[g], 1.0, 0.0)
 
 
-standardize_forward = Kernel(_standardize_forward, **_JIT)
-standardize_project = Kernel(_standardize_project, **_JIT)
-standardize_xhat = Kernel(_standardize_xhat, **_JIT)
+standardize_forward = Kernel(_standardize_forward)
+standardize_project = Kernel(_standardize_project)
+standardize_xhat = Kernel(_standardize_xhat)
 
 
-@njit(**_JIT)
+@njit(**JIT)
 def standardize_jacobian(idx, xh, gam, f, cf, center, J):
     """Write the dense Jacobian of every group into the zero matrix ``J`` (2-D).
 
@@ -478,3 +470,6 @@ def standardize_jacobian(idx, xh, gam, f, cf, center, J):
                 if cg != 0.0:
                     v += xa * xh[g, b]
                 J[row, idx[g, b]] = ga * v
+
+
+restamp(globals())

@@ -28,7 +28,7 @@ import numpy as np
 from numba import njit, prange
 
 from . import restamp
-from ._dispatch import parallel_kernel
+from ._dispatch import JIT, parallel_kernel
 from .lp import (_ROW_NONFINITE, _ROW_OK, _ROW_ZERO, _ST_OVERFLOW, _ST_ZERO, _TINY, _X_HI, _X_LO,
                  _row_norm_pair, _row_scan)
 from .scaled import _BIG, _T_HI, _T_LO, _dot_pair, _frexp, _in_t_range, _ldexp, _norm_pair, _pair_add
@@ -36,7 +36,7 @@ from .scaled import _BIG, _T_HI, _T_LO, _dot_pair, _frexp, _in_t_range, _ldexp, 
 __all__ = ["weight_norm_forward", "weight_norm_vjp", "weight_norm_jvp"]
 
 
-@njit(cache=True, fastmath=False)
+@njit(**JIT)
 def _wn_forward_row(v, g, w, i):
     """Row ``i`` of :func:`weight_norm_forward`: writes ``w[i]``, returns
     ``(nv, rs, e, kind, fast, status)``."""
@@ -81,7 +81,7 @@ def _wn_forward_row(v, g, w, i):
 _WNV, _WRS, _WE, _WKIND, _WFAST, _WSTAT = 0, 1, 2, 3, 4, 5
 
 
-@parallel_kernel(cache=True, fastmath=False)
+@parallel_kernel
 def weight_norm_forward(v, g):
     """``w = g v / ||v||`` row-wise; ``g`` has one entry per row.
 
@@ -109,7 +109,7 @@ def weight_norm_forward(v, g):
     return w, res
 
 
-@njit(cache=True, fastmath=False)
+@njit(**JIT)
 def _wn_row_scaled(v, t, out, i, rs, e, gi, tgi, tangent):
     """Scaled path of one row: ``out_j = (g / rs) 2**-e (t_j - u_j s)``, ``s = u . t``
     (``tangent``: plus ``tg u_j``).  Returns ``(sm, se, overflow)``, ``s = sm 2**se``."""
@@ -135,7 +135,7 @@ def _wn_row_scaled(v, t, out, i, rs, e, gi, tgi, tangent):
     return sm, se, over
 
 
-@parallel_kernel(cache=True, fastmath=False)
+@parallel_kernel
 def _weight_norm_derivative(v, res, g, t, tg, tangent):
     """``s = u . t`` and ``out = (g / n) (t - u s)`` with ``u = v / n`` (``tangent``:
     plus ``tg u``) row-wise; returns ``(out, s, status)``.  ``t`` is ``dw`` (VJP:

@@ -16,39 +16,26 @@ import math
 import numpy as np
 from numba import njit, prange  # noqa: F401
 
-from ._dispatch import parallel_kernel
+from . import restamp
+from ._dispatch import JIT, parallel_kernel
+from .compensated import neumaier_sum
 
 __all__ = ["center_rows", "gram", "newton_schulz", "lower_inverse"]
 
 
-@njit(cache=True, fastmath=False)
-def _neumaier_sum(row, scale):
-    s = 0.0
-    c = 0.0
-    for x in row:
-        v = x * scale
-        t = s + v
-        if abs(s) >= abs(v):
-            c += (s - t) + v
-        else:
-            c += (v - t) + s
-        s = t
-    return s + c
-
-
-@njit(cache=True, fastmath=False)
+@njit(**JIT)
 def _neumaier_mean(row):
     """Compensated mean; when the sum overflows (values near the float64
     maximum), the mean of the values divided by n (then corrected by the
     second pass of the caller)."""
     n = row.shape[0]
-    t = _neumaier_sum(row, 1.0)
+    t = neumaier_sum(row, 1.0)
     if math.isfinite(t):
         return t / n
-    return _neumaier_sum(row, 1.0 / n)
+    return neumaier_sum(row, 1.0 / n)
 
 
-@parallel_kernel(cache=True, fastmath=False)
+@parallel_kernel
 def _center_rows(X, Xc, mu):
     B, d, m = X.shape
     for k in prange(B * d):
@@ -122,7 +109,7 @@ def newton_schulz(SN, T, max_steps, history, check=None):
     return np.stack(P), cycle
 
 
-@parallel_kernel(cache=True, fastmath=False)
+@parallel_kernel
 def _lower_inverse(L, out):
     B, d, _ = L.shape
     for b in prange(B):
@@ -143,3 +130,6 @@ def lower_inverse(L):
     out = np.empty_like(L)
     _lower_inverse(L, out)
     return out
+
+
+restamp(globals())

@@ -1,0 +1,129 @@
+r"""Curvature: exact Hessians, Gauss-Newton and Fisher matrices, K-FAC factors,
+matrix-free operators and condition numbers that say what they exclude.
+
+Second derivatives come from autograd applied to a scalar loss written in
+``autograd.numpy`` with normref's reference formulas
+(``normref.registry.REGISTRY[name].reference``); first derivatives of a single
+normalizer can also come from normref's fast path (:func:`normref.jvp` /
+:func:`normref.vjp`, see :func:`normalizer_gauss_newton`).  Everything is
+float64.
+
+Conventions
+-----------
+* Parameters are one flat float64 vector ``w`` of size :math:`P`; matrices
+  are :math:`P \times P`.
+* A *model* maps ``w`` to outputs ``z`` of shape ``(N, K)`` (``(N,)`` is
+  read as ``K = 1``), one row per sample.  Losses are **means** over the
+  batch, :math:`L(w) = \frac1N \sum_n \ell(z_n(w), y_n)`, so every curvature
+  matrix carries the factor :math:`1/N`.  With a normalizer that mixes
+  samples (batch norm) :math:`z_n` depends on the whole batch; the per-sample
+  Jacobian :math:`J_n = \partial z_n / \partial w` is still well defined and
+  includes that coupling.
+* Gauss-Newton: :math:`G = \frac1N \sum_n J_n^\top H_n J_n` with
+  :math:`H_n = \nabla^2_z \ell(z_n)`.
+* True Fisher: :math:`F = \frac1N \sum_n \mathbb{E}_{y \sim p(y|z_n)}
+  [g_{n,y} g_{n,y}^\top]` with :math:`g_{n,y} = \nabla_w(-\log p(y|z_n))`;
+  empirical Fisher: the same with the observed targets instead of the
+  expectation.  For a softmax (categorical) or a Gaussian output model the
+  true Fisher equals the Gauss-Newton matrix of the matching loss
+  (Martens 2020, "New insights and perspectives on the natural gradient
+  method", JMLR 21); :func:`fisher` computes it from its definition (the sum
+  over classes), so the equality is a check, not an assumption.
+* K-FAC (Martens & Grosse, ICML 2015, arXiv:1503.05671): for a linear layer
+  :math:`s = W a` (``W`` of shape ``(out, in)``) the Fisher block of
+  :math:`\mathrm{vec}(W)` is approximated by a Kronecker product of
+  :math:`A = \mathbb{E}[a a^\top]` and :math:`B = \mathbb{E}[\delta\delta^\top]`,
+  :math:`\delta = \partial \ell / \partial s`.  With NumPy's row-major
+  ``W.ravel()`` the block is ``np.kron(B, A)``; theory.md writes
+  :math:`A \otimes B`, the same matrix up to a permutation (same spectrum).
+
+Condition numbers
+-----------------
+:func:`condition_number` returns a :class:`ConditionReport`.  For a symmetric
+matrix with eigenvalues :math:`\lambda_i` it reports
+
+.. math::
+
+    \kappa = \frac{\max_{i \in R} |\lambda_i|}{\min_{i \in R} |\lambda_i|},
+    \qquad R = \{ i : |\lambda_i| > \mathrm{rtol}\cdot\max_j |\lambda_j| \}
+
+on the subspace it keeps, and lists the excluded eigenvalues.  The null space
+is treated one of two ways, always stated in the report:
+
+* ``null_space=None``: eigenvalues with :math:`|\lambda| \le
+  \mathrm{rtol}\,\max|\lambda|` are excluded (default ``rtol = 1e-10``,
+  about :math:`10^6` times float64 round-off relative to the largest
+  eigenvalue);
+* ``null_space=U`` (columns spanning a subspace, e.g. ``w`` for a
+  scale-invariant loss, theory.md item 1): the matrix is restricted to the
+  orthogonal complement :math:`Q^\top M Q` (``Q`` an orthonormal basis of
+  :math:`U^\perp`) and, by default, nothing else is excluded
+  (``rtol = 0``: only exact zeros), so a direction the caller forgot shows
+  up as a huge :math:`\kappa`.
+
+Scale invariance (theory.md item 1): if :math:`L(a w) = L(w)` then
+:math:`w^\top \nabla L(w) = 0` and :math:`\nabla^2 L(w)\, w = -\nabla L(w)`,
+so the quadratic form vanishes along :math:`w` (:math:`w^\top H w = 0`) but
+:math:`H w = 0` only at a critical point; the Gauss-Newton and Fisher
+matrices of a scale-invariant model are exactly singular along :math:`w`
+(:math:`J w = 0`).  Their condition number is therefore reported on the
+orthogonal complement of :math:`w` (``null_space=w``).
+
+Modules, by job:
+
+* :mod:`~normref.analysis.curvature.matrices` -- Hessian, Gauss-Newton,
+  Fisher, K-FAC, operators;
+* :mod:`~normref.analysis.curvature.condition` -- :func:`condition_number`;
+* :mod:`~normref.analysis.curvature.input_conditioning` -- theory.md item 6;
+* :mod:`~normref.analysis.curvature.scale_invariance` -- item 1 (curvature);
+* :mod:`~normref.analysis.curvature.normalization_fisher` -- normalization vs
+  the Fisher condition number.
+
+Every public name is importable from ``normref.analysis.curvature``.
+"""
+from __future__ import annotations
+
+from ..claims import register_claims
+from .condition import DEFAULT_RTOL, ConditionReport, condition_number
+from .input_conditioning import exact_moment_sample, input_conditioning_claims
+from .input_conditioning import _linear_unit_loss  # noqa: F401  (for proofs/)
+from .matrices import (as_operator, fisher, gauss_newton, hessian, kfac_block, kfac_factors,
+                       normalizer_gauss_newton)
+from .normalization_fisher import (fisher_condition, input_mean_fisher_claims,
+                                   normalization_fisher_claims)
+from .normalization_fisher import _init_params, _mlp  # noqa: F401  (the test MLP, for tests)
+from .scale_invariance import batch_norm_unit, scale_invariant_curvature_claims, weight_norm_unit
+
+__all__ = [
+    "hessian",
+    "gauss_newton",
+    "fisher",
+    "kfac_factors",
+    "kfac_block",
+    "as_operator",
+    "normalizer_gauss_newton",
+    "condition_number",
+    "ConditionReport",
+    "exact_moment_sample",
+    "input_conditioning_claims",
+    "scale_invariant_curvature_claims",
+    "batch_norm_unit",
+    "weight_norm_unit",
+    "normalization_fisher_claims",
+    "input_mean_fisher_claims",
+    "fisher_condition",
+    "curvature_claims",
+    "DEFAULT_RTOL",
+]
+
+
+@register_claims("curvature")
+def curvature_claims():
+    """All curvature rows: theory.md item 6, the curvature half of item 1, and
+    the normalization-vs-Fisher comparison (deterministic seeds)."""
+    rows = input_conditioning_claims()
+    rows += scale_invariant_curvature_claims(batch_norm_unit, "batch_norm")
+    rows += scale_invariant_curvature_claims(weight_norm_unit, "weight_norm")
+    rows += normalization_fisher_claims(input_mean=0.0)
+    rows += input_mean_fisher_claims()
+    return rows
