@@ -260,9 +260,13 @@ def test_gradcheck_never_mutates_inputs_and_partial(xw):
     np.testing.assert_array_equal(w, w0)
 
 
-def test_gradcheck_rejects_unregistered_function():
-    with pytest.raises(TypeError, match="not a registered normref normalizer"):
-        gradcheck(np.tanh, (np.ones(3),))
+def test_gradcheck_of_a_plain_callable_checks_autograds_derivatives():
+    """Any other callable is differentiated by autograd (normref.autograd_plan); gradcheck
+    then judges those derivatives against finite differences like a normalizer's."""
+    x = np.linspace(-1.0, 2.0, 5)
+    assert gradcheck(np.tanh, (x,))
+    with pytest.raises(TypeError, match="expected a normalizer"):
+        gradcheck(42, (x,))
 
 
 def test_gradgradcheck_passes_and_fails(xw):
