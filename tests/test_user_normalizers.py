@@ -124,3 +124,27 @@ def test_register_rejects_bad_facts():
     with pytest.raises(TypeError, match="examples"):
         nr.register(my_layer_norm, name="ln_bad_examples", examples=[3])
     assert "ln_bad_examples" not in REGISTRY
+
+
+def test_analysis_rejects_unknown_names_and_takes_a_users_normalizer():
+    """fisher_condition / snd name their normalizer: an unknown name is an error (it used
+    to fall back silently to the unnormalized network), and a user's autograd.numpy
+    normalizer is a subject like a registered one, keyed as the user's."""
+    from normref.analysis import fisher_condition, hidden_normalizer, snd
+
+    with pytest.raises(ValueError, match="unknown normalizer 'bogus'"):
+        fisher_condition("bogus")
+    with pytest.raises(ValueError, match="unknown normalizer 'bogus'"):
+        snd("bogus", batch_size=8)
+    with pytest.raises(ValueError, match="layer fact on activations"):
+        fisher_condition("weight_norm")
+
+    def my_ln(s):
+        m = anp.mean(s, 1, keepdims=True)
+        d = s - m
+        return d / anp.sqrt(anp.mean(d * d, 1, keepdims=True) + 1e-5)
+
+    assert hidden_normalizer(my_ln)[0] == "user:my_ln"
+    assert hidden_normalizer(nr.layer_norm)[0] == "layer_norm"
+    mine, ln, none = (fisher_condition(n).kappa for n in (my_ln, "layer_norm", "none"))
+    assert mine == pytest.approx(ln, rel=1e-9) and abs(mine - none) > 0.1 * none

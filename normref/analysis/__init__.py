@@ -57,6 +57,7 @@ from .curvature import (
     fisher_condition,
     gauss_newton,
     hessian,
+    hidden_normalizer,
     input_conditioning_claims,
     input_mean_fisher_claims,
     kfac_block,
@@ -114,6 +115,7 @@ __all__ = [
     # curvature
     "ConditionReport", "as_operator", "batch_norm_unit", "condition_number", "curvature_claims",
     "exact_moment_sample", "fisher", "fisher_condition", "gauss_newton", "hessian",
+    "hidden_normalizer",
     "input_conditioning_claims", "input_mean_fisher_claims", "kfac_block", "kfac_factors",
     "normalization_fisher_claims", "normalizer_gauss_newton", "scale_invariant_curvature_claims",
     "weight_norm_unit",

@@ -80,6 +80,9 @@ def _apply(name, batch, group_size, T, eps):
     """``name`` on the batch as its ``layer=`` fact calls it on (N, features) activations
     (training mode, no affine), with those of ``group_size``, ``T``, ``eps`` its
     signature takes (batch norm takes only eps)."""
+    if name not in REGISTRY:
+        raise ValueError(f"snd: unknown normalizer {name!r}; registered: "
+                         f"{', '.join(sorted(REGISTRY))}")
     spec = REGISTRY[name]
     if spec.layer is None or spec.layer.form != "activations":
         raise ValueError(f"snd: {name!r} declares no activations-form layer= fact")

@@ -89,12 +89,13 @@ from .input_conditioning import exact_moment_sample, input_conditioning_claims
 from .input_conditioning import _linear_unit_loss  # noqa: F401  (for proofs/)
 from .matrices import (as_operator, fisher, gauss_newton, hessian, kfac_block, kfac_factors,
                        normalizer_gauss_newton)
-from .normalization_fisher import (fisher_condition, input_mean_fisher_claims,
-                                   normalization_fisher_claims)
+from .normalization_fisher import (fisher_condition, hidden_normalizer,
+                                   input_mean_fisher_claims, normalization_fisher_claims)
 from .normalization_fisher import _init_params, _mlp  # noqa: F401  (the test MLP, for tests)
 from .scale_invariance import batch_norm_unit, scale_invariant_curvature_claims, weight_norm_unit
 
 __all__ = [
+    "hidden_normalizer",
     "hessian",
     "gauss_newton",
     "fisher",

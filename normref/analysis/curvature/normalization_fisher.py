@@ -14,11 +14,58 @@ from ..claims import Claim
 from .condition import DEFAULT_RTOL, condition_number
 from .matrices import fisher
 
-__all__ = ["fisher_condition", "normalization_fisher_claims", "input_mean_fisher_claims"]
+__all__ = ["fisher_condition", "hidden_normalizer", "normalization_fisher_claims",
+           "input_mean_fisher_claims"]
 
 
 # ---------------------------------------------------------------- normalization vs Fisher
-def _mlp(X, sizes, norm):
+def hidden_normalizer(norm, options=()):
+    """``(key, f)``: the normalizer ``f(s)`` applied to an ``(N, F)`` array of summed inputs
+    inside an autograd-traced model, and the key naming it.
+
+    ``norm``: ``"none"`` (``f`` is None); a registered name or function -- its
+    autograd reference (:mod:`normref.reference`) called as its module's
+    ``layer=`` fact says, with no affine parameters and ``options`` (pairs) for
+    the fact's options (``num_groups``...); or a plain callable ``f(s)`` written
+    with autograd.numpy, keyed ``"user:<name>"`` (its results are the user's
+    function's, not a normref normalizer's).  ValueError for an unknown name or a
+    normalizer without an activations layer fact; TypeError for anything else.
+    """
+    from ...registry import _BY_FUNCTION
+
+    if isinstance(norm, str) and norm == "none":
+        return "none", None
+    spec = None
+    if isinstance(norm, str):
+        if norm not in REGISTRY:
+            raise ValueError(f"unknown normalizer {norm!r}: give 'none', a registered name "
+                             f"({', '.join(sorted(REGISTRY))}) or a callable f(s) on (N, F)")
+        spec = REGISTRY[norm]
+    elif callable(norm):
+        try:
+            spec = _BY_FUNCTION.get(norm)
+        except TypeError:
+            spec = None
+        if spec is None:
+            return f"user:{getattr(norm, '__name__', type(norm).__name__)}", norm
+    else:
+        raise TypeError(f"norm must be 'none', a registered normalizer or a callable, got "
+                        f"{type(norm).__name__} {norm!r:.60}")
+    fact = spec.layer
+    if fact is None or fact.form != "activations":
+        raise ValueError(f"{spec.name} has no layer fact on activations (a weight normalizer, "
+                         f"or none declared): it cannot follow a hidden layer here")
+    opts, rest = fact.resolve(dict(options), f"{spec.name} hidden layer")
+    ref = spec.reference
+
+    def f(s):
+        x = anp.reshape(s, fact.shape(s.shape[0], s.shape[1], opts))
+        return anp.reshape(ref(*fact.arguments(x, None, None, opts), **rest), s.shape)
+
+    return spec.name, f
+
+
+def _mlp(X, sizes, norm, options=()):
     """MLP ``w -> logits`` with tanh after (optionally normalized) hidden layers."""
     shapes = []
     for i in range(len(sizes) - 1):
@@ -26,8 +73,7 @@ def _mlp(X, sizes, norm):
         shapes.append((sizes[i + 1],))
     counts = [int(np.prod(s)) for s in shapes]
     P = int(sum(counts))
-    bn = REGISTRY["batch_norm"].reference
-    ln = REGISTRY["layer_norm"].reference
+    _, normalize = hidden_normalizer(norm, options)
     nlayers = len(sizes) - 1
 
     def model(w):
@@ -41,10 +87,8 @@ def _mlp(X, sizes, norm):
             s = anp.dot(h, W.T) + b
             if i == nlayers - 1:
                 return s
-            if norm == "batch_norm":
-                s = bn(s, None, None, None, None, True)
-            elif norm == "layer_norm":
-                s = ln(s, (sizes[i + 1],))
+            if normalize is not None:
+                s = normalize(s)
             h = anp.tanh(s)
         return h
 
@@ -64,11 +108,11 @@ _NORM_SRC = ("Ioffe & Szegedy 2015 (arXiv:1502.03167); Ba, Kiros & Hinton 2016 "
 
 
 @functools.lru_cache(maxsize=None)
-def _fisher_report(sizes, N, input_mean, seed, norm, rtol):
+def _fisher_report(sizes, N, input_mean, seed, norm, rtol, options):
     rng = np.random.default_rng(seed)
     X = rng.standard_normal((N, sizes[0])) + input_mean
     w = _init_params(sizes, rng)
-    model, _, _ = _mlp(X, sizes, norm)
+    model, _, _ = _mlp(X, sizes, norm, options)
     return condition_number(fisher(model, w, likelihood="softmax"), rtol=rtol)
 
 
@@ -79,22 +123,26 @@ def _gap(r):
 
 
 def fisher_condition(norm, *, sizes=(8, 16, 16, 4), N=64, input_mean=0.0, seed=0,
-                     rtol=DEFAULT_RTOL):
+                     rtol=DEFAULT_RTOL, options=None):
     r""":class:`ConditionReport` of the true Fisher of the test MLP at init.
 
     The MLP has layer sizes ``sizes`` (tanh hidden units, softmax output),
     weights :math:`\mathcal N(0, 1/\mathrm{fan\_in})`, zero biases, and ``norm``
-    (``"none"``, ``"batch_norm"`` in training mode, or ``"layer_norm"``; no
-    affine parameters; normref reference formulas inside autograd) after each
-    hidden linear layer; inputs are ``N`` Gaussian samples of mean
+    after each hidden linear layer: ``"none"``, any registered normalizer with a
+    layer fact (``"batch_norm"`` is training mode; no affine parameters; its
+    autograd reference inside the traced model; ``options`` a dict for the
+    fact's options, e.g. ``{"num_groups": 4}``), or a user's autograd.numpy
+    callable ``f(s)`` on the ``(N, width)`` summed inputs (see
+    :func:`hidden_normalizer`; an unknown name is a ValueError); inputs are ``N`` Gaussian samples of mean
     ``input_mean`` and variance 1 (seeded).  Parameters: the weights and
     biases of the linear layers (the same :math:`P` for every variant).
     The Fisher is :func:`fisher` (softmax, exact); the condition number
     excludes eigenvalues :math:`\le \mathrm{rtol}\,\lambda_{\max}`.
     Results are cached.
     """
+    hidden_normalizer(norm, tuple(sorted((options or {}).items())))  # (validated first)
     return _fisher_report(tuple(sizes), int(N), float(input_mean), int(seed), norm,
-                          float(rtol))
+                          float(rtol), tuple(sorted((options or {}).items())))
 
 
 def normalization_fisher_claims(*, sizes=(8, 16, 16, 4), N=64, input_mean=0.0,
