@@ -452,6 +452,12 @@ def test_a_registered_catalogue_joins_the_catalogue_and_ids():
     assert "my_rms" not in C.catalogued()
     with pytest.raises(ValueError, match="my_rms"):
         C.case_from_id("my_rms/plain/s0")
+    # an exclusion must name a shared variant, a variant of its own must not reuse one
+    for bad in (Catalogue(base=base, variants={"plain": {}}, exclude={"offset1e5": "typo"}),
+                Catalogue(base=base, variants={"offset1e4": {}})):
+        with registered(dataclasses.replace(spec, catalogue=bad)):
+            with pytest.raises(ValueError, match="my_rms: catalogue"):
+                C.catalogue("my_rms")
 
 
 def test_catalogue_rejects_bad_declarations():
@@ -509,3 +515,37 @@ def test_rounding_scale_is_the_terms_of_the_derivative_with_the_centring_floor()
     Jn = J.copy()
     Jn[0, 0] = np.nan
     assert rounding_scale(Jn, v, y, x)[0] == 0.5 * 2.0
+
+
+def test_catalogue_and_tolerance_modules_are_leaves():
+    """normref.catalogue imports the standard library only, normref.tolerance nothing of
+    normref, and the conformance package never imports normref.check (no cycle
+    check -> testing -> conformance -> check), function-local imports included."""
+    import ast
+    import os
+    import sys
+
+    import normref.catalogue
+    import normref.testing.conformance as pkg
+    import normref.tolerance
+
+    def imported(path):
+        out = set()
+        for node in ast.walk(ast.parse(open(path, encoding="utf-8").read())):
+            if isinstance(node, ast.Import):
+                out |= {a.name for a in node.names}
+            elif isinstance(node, ast.ImportFrom):
+                base = "." * node.level + (node.module or "")
+                out.add(base)
+                out |= {base.rstrip(".") + "." + a.name if node.module else base + a.name
+                        for a in node.names}
+        return out
+
+    cat = imported(normref.catalogue.__file__)
+    assert all(m.split(".")[0] in sys.stdlib_module_names for m in cat), cat
+    assert not {m for m in imported(normref.tolerance.__file__) if m.startswith(".") or "normref" in m}
+    folder = os.path.dirname(pkg.__file__)
+    for f in os.listdir(folder):
+        if f.endswith(".py"):
+            mods = imported(os.path.join(folder, f))
+            assert not {m for m in mods if m.endswith("check") and "gradcheck" not in m}, f

@@ -19,7 +19,7 @@ from ..whiten import EVALUATIONS, METHODS, BlockView, FixedWhitening, Whitening
 from ._common import commit_updates, eps_value, input_array, positive_int, running_buffer
 
 __all__ = ["bind_batch_whitening", "bind_group_whitening", "register_batch_whitening",
-           "batch_examples", "batch_catalogue", "batch_conformance_base", "WHITENING_EXCLUDE",
+           "batch_examples", "batch_catalogue", "batch_conformance_base",
            "steps", "BATCH_CONVENTIONS", "BATCH_DOC"]
 
 BATCH_CONVENTIONS = {
@@ -169,14 +169,6 @@ def bind_group_whitening(input, num_groups, weight, bias, eps, *, T=5, method="i
                      weight=w, bias=b, name="group_whitening")
 
 
-#: shared adversarial variants no whitening normalizer takes (conformance catalogue)
-WHITENING_EXCLUDE = {
-    "const_group": "a constant group has zero covariance, Sigma = eps I: the degenerate "
-                   "covariances are rows 16 (rank-deficient) and 17 (identity covariance)",
-    "neg_eps_momentum": "a negative eps makes Sigma + eps I indefinite for data whose variance "
-                        "is below |eps|: the whitening matrix is undefined (normref raises)",
-}
-
 #: PCA's eigenvectors have no derivative at a repeated eigenvalue (normref raises there)
 _PCA_REPEATED = ("data far below sqrt(eps) leave Sigma = eps I up to rounding, a repeated "
                  "eigenvalue where PCA's eigenvectors have no derivative: normref raises")
@@ -233,20 +225,18 @@ def batch_conformance_base(rng, o, h, iterative=False):
 def batch_catalogue(method, iterative=False):
     """The conformance catalogue entry of a batch-whitening normalizer (one base for all,
     parameterized by ``iterative``; PCA leaves out the inputs with repeated eigenvalues)."""
-    exclude = dict(WHITENING_EXCLUDE)
-    only = {"rank_deficient": ("16", {"rank_deficient": True})}
+    exclude = {}
     if method == "pca":
-        exclude.update({"tiny1e-30": _PCA_REPEATED, "subnormal32": _PCA_REPEATED,
-                        "subnormal64": _PCA_REPEATED})
-    else:  # (a covariance proportional to I: every eigenvalue repeated, PCA raises)
-        only["identity_cov"] = ("17", {"identity_cov": True})
+        exclude = {"tiny1e-30": _PCA_REPEATED, "subnormal32": _PCA_REPEATED,
+                   "subnormal64": _PCA_REPEATED,
+                   "identity_cov": "a covariance proportional to I repeats every eigenvalue: "
+                                   "PCA's eigenvectors are not unique (normref raises)"}
     return Catalogue(
         base=functools.partial(batch_conformance_base, iterative=iterative),
         variants={"train_affine": {}, "train_plain": {"affine": False},
                   "train_running": {"stats": True}, "eval": {"training": False},
                   "coloring": {"coloring": True}},
         exclude=exclude,
-        only=only,
     )
 
 

@@ -10,7 +10,11 @@ module) has cases.  Its variants are
   normalizer's base: those whose trait requirement the Spec meets, minus
   ``catalogue.exclude`` (each exclusion with its reason);
 * the adversarial ones only it takes, ``catalogue.only`` (batch norm's
-  ``n1_spatial``, the whitening rows 16 and 17, LRN's even windows).
+  ``n1_spatial``, LRN's even windows).
+
+A shared variant's trait requirement (``Adversarial.needs``) is a query of the
+Spec (``spec.whitening``, ``spec.slot("eps")``, :func:`normref.tolerance.shift_sensitive`),
+never a list of names.
 
 A case id ``"<normalizer>/<variant>/s<seed>"`` seeds the generator of its
 draws (:func:`seed_of`), so :func:`case_from_id` rebuilds the case bit for
@@ -75,6 +79,11 @@ def _on_input(fn):
     return transform
 
 
+def _unchanged(spec, args, kwargs, group0, rng):
+    """The base's own draw (the row is in the options the base received)."""
+    return args
+
+
 def _const_group(spec, args, kwargs, group0, rng):
     """Row 2: one statistics group constant (zero for a normalizer that does not centre,
     whose constant non-zero group is an ordinary input)."""
@@ -136,19 +145,31 @@ ADVERSARIAL = {
         needs_doc="a normalizer that subtracts a mean and does not whiten: the row probes the "
                   "cancellation of the centring, which the judge's conditioning models for these "
                   "(1e4 keeps the others in row 1)"),
-    "const_group": Adversarial("2", _const_group),
+    "const_group": Adversarial(
+        "2", _const_group, needs=lambda spec: not spec.whitening,
+        needs_doc="a normalizer that does not whiten: a constant group has zero covariance, "
+                  "Sigma = eps I, and the degenerate covariances are rows 16 and 17"),
     "nan_group": Adversarial("6", _nan_group),
     "tiny1e-30": Adversarial("7", _on_input(lambda x: x * 1e-30)),
     "subnormal32": Adversarial("8", _on_input(lambda x: x * 1e-40)),
     "subnormal64": Adversarial("8", _on_input(lambda x: x * 1e-310)),
-    "empty_batch": Adversarial("9", lambda spec, args, kwargs, group0, rng: args, options={"n": 0}),
+    "empty_batch": Adversarial("9", _unchanged, options={"n": 0}),
     "noncontiguous": Adversarial("10", _on_input(_noncontiguous)),
     "float16": Adversarial("12", _on_input(lambda x: x.astype(np.float16))),
     "huge1e30": Adversarial("15", _on_input(lambda x: x * 1e30)),
     "huge1e300": Adversarial("15", _on_input(lambda x: x * 1e300)),
     "neg_eps_momentum": Adversarial(
-        "19", _neg_eps_momentum, needs=lambda spec: spec.slot("eps") is not None,
-        needs_doc="an eps argument"),
+        "19", _neg_eps_momentum,
+        needs=lambda spec: spec.slot("eps") is not None and not spec.whitening,
+        needs_doc="an eps argument, and no whitening: a negative eps makes Sigma + eps I "
+                  "indefinite for data whose variance is below |eps|, where the whitening "
+                  "matrix is undefined (normref raises)"),
+    "rank_deficient": Adversarial(
+        "16", _unchanged, options={"rank_deficient": True}, needs=lambda spec: spec.whitening,
+        needs_doc="whitening: fewer observations than features per group (the base draws it)"),
+    "identity_cov": Adversarial(
+        "17", _unchanged, options={"identity_cov": True}, needs=lambda spec: spec.whitening,
+        needs_doc="whitening: a covariance exactly proportional to I (the base draws it)"),
 }
 
 
@@ -171,6 +192,14 @@ def catalogued():
 def _plan(spec):
     """``{variant: (row or None, seeds, base options, Adversarial or None)}``."""
     cat = spec.catalogue
+    unknown = sorted(set(cat.exclude) - set(ADVERSARIAL))
+    if unknown:
+        raise ValueError(f"{spec.name}: catalogue.exclude names {unknown}, which are not shared "
+                         f"adversarial variants ({', '.join(ADVERSARIAL)})")
+    clash = sorted((set(cat.only) | set(cat.variants)) & set(ADVERSARIAL))
+    if clash:
+        raise ValueError(f"{spec.name}: catalogue variants {clash} reuse the names of shared "
+                         f"adversarial variants")
     out = {v: (None, RANDOM_SEEDS, dict(o), None) for v, o in cat.variants.items()}
     for v, adv in ADVERSARIAL.items():
         if v in cat.exclude or (adv.needs is not None and not adv.needs(spec)):
