@@ -12,7 +12,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from ...registry import REGISTRY
-from ...tolerance import ULPS, conditioning, finite_input, rounding_scale, shift_sensitive, tolerance
+from ...tolerance import (ULPS, conditioning, finite_input, rounding_scale, shift_sensitive,
+                          tolerance)
 from .rounding import check_dtype
 
 __all__ = ["TOLERANCE_BASE", "expected_outputs", "Verdict", "case_conditioning", "vjp_scale",

@@ -8,7 +8,8 @@ import os
 __all__ = ["KNOWN_DISCREPANCIES_FILE", "load_known_discrepancies", "match_known"]
 
 #: the file shipped next to the package (normref/testing/known_discrepancies.json)
-KNOWN_DISCREPANCIES_FILE = os.path.join(os.path.dirname(os.path.dirname(__file__)), "known_discrepancies.json")
+KNOWN_DISCREPANCIES_FILE = os.path.join(os.path.dirname(os.path.dirname(__file__)),
+                                        "known_discrepancies.json")
 _KD_KEYS = ("framework", "normalizer", "case", "dtype", "check", "reason", "issue")
 
 
