@@ -10,7 +10,8 @@ For every example case of every normalizer (``spec.examples``) it measures
   differences in random directions (:func:`normref.testing.check_vjp`).
 
 Each measure is an error relative to the scale of the rounding the quantity
-can carry, next to its tolerance; the table prints, per normalizer, the
+can carry, next to its tolerance (both from :mod:`normref.tolerance`, the rule
+the conformance judge uses too); the table prints, per normalizer, the
 worst error of each check and exits non-zero if any exceeds its tolerance.
 The test-suite asserts the same measures (tests/test_registry.py).
 """
@@ -24,49 +25,12 @@ import numpy as np
 
 from . import autodiff
 from .registry import REGISTRY
+from .tolerance import (DERIVATIVE_ULPS, EPS, FORWARD_ULPS, case_cond, cond,  # noqa: F401
+                        rounding_scale as _rounding_scale, tolerance)
 
-EPS = float(np.finfo(np.float64).eps)
-
-#: tolerances, in units of EPS times the case's conditioning (see :func:`cond`)
-FORWARD_ULPS = 16.0
-DERIVATIVE_ULPS = 64.0
+#: finite-difference tolerances (relative, and the absolute floor of a cancelled direction)
 FD_RTOL = 1e-6
 FD_ATOL = 1e-9
-
-
-def cond(x):
-    """How much an input's offset amplifies rounding in a textbook formula.
-
-    ``1 + max|x| / std(x)``: about 4 for centred data, 1e4 for ``1e4 + N(0,1)``
-    (the reference's plain two-pass variance loses that factor; normref's
-    kernels do not).
-    """
-    x = np.asarray(x, dtype=np.float64)
-    if x.size == 0:
-        return 1.0
-    sd = float(np.std(x))
-    return 1.0 + float(np.max(np.abs(x))) / (sd if sd > 0 else 1.0)
-
-
-def case_cond(spec, case):
-    """:func:`cond` with the spread of the tightest statistics group.
-
-    For standardizers the reference loses ``max|x| / sigma_g`` in the group
-    with the smallest standard deviation, not the global one (positional
-    norm over two channels at offset 1e4, say).
-    """
-    x = np.asarray(case.args[0], dtype=np.float64)
-    if x.size == 0:
-        return 1.0
-    plan = spec.bind(*case.fresh_args(), **case.kwargs)
-    if hasattr(plan, "rounding_cond"):  # whitening: the covariance's condition number
-        return cond(x) * plan.rounding_cond()
-    if hasattr(plan, "group_var") and getattr(plan, "fixed", None) is None:
-        var = np.asarray(plan.group_var()).ravel()
-        var = var[np.isfinite(var) & (var > 0)]
-        if var.size:
-            return 1.0 + float(np.max(np.abs(x))) / float(np.sqrt(var.min()))
-    return cond(x)
 
 
 def differentiable_slots(spec, case):
@@ -113,22 +77,16 @@ def reference_of(spec, case, i):
 
 
 def rounding_scale(spec, case, k, vec, transpose):
-    """Size of the rounding a VJP (``transpose``) or JVP along ``vec`` can carry.
-
-    ``max_j sum_i |J_ij| |v_i|``, and at least ``|v| max(1, |y|) / std(x)``:
-    intermediate terms have that size even where the exact derivative cancels
-    (a group of two values has ``J = 0`` up to eps).
+    """Size of the rounding a VJP (``transpose``) or JVP along ``vec`` can carry:
+    the largest entry of :func:`normref.tolerance.rounding_scale` for the dense
+    Jacobian of slot ``k``, with the floor of cancelling intermediate terms
+    (the reference's textbook formulas have them for every normalizer), and at
+    least 1e-300.
     """
     J = autodiff.jacobian(spec.function, *case.fresh_args(), wrt=k, **case.kwargs)
-    y_size = int(np.prod(J.shape[: J.ndim - np.ndim(case.args[k])], dtype=np.int64))
-    Jm = np.abs(J.reshape(y_size, -1))
-    v = np.abs(np.asarray(vec, dtype=np.float64)).ravel()
-    out = Jm.T @ v if transpose else Jm @ v
-    x = np.asarray(case.args[0], dtype=np.float64)
-    y = spec.function(*case.fresh_args(), **case.kwargs)
-    sd = float(np.std(x)) if x.size else 1.0
-    inter = float(v.max(initial=0)) * max(1.0, float(np.abs(y).max(initial=0))) / (sd or 1.0)
-    return max(float(out.max(initial=0)), inter, 1e-300)
+    y = np.asarray(spec.function(*case.fresh_args(), **case.kwargs))
+    t = _rounding_scale(J, vec, y, case.args[0], transpose=transpose, floor=True)
+    return max(float(np.max(t, initial=0)), 1e-300)
 
 
 def _ratio(err, scale):
@@ -143,7 +101,7 @@ def forward_error(spec, case):
         return math.inf, 0.0
     scale = max(1.0, float(np.max(np.abs(yr), initial=0)))
     err = float(np.max(np.abs(y - yr), initial=0))
-    return _ratio(err, scale), FORWARD_ULPS * EPS * case_cond(spec, case)
+    return _ratio(err, scale), tolerance("forward", case_cond(spec, case), EPS)
 
 
 def vjp_error(spec, case, rng):
@@ -158,7 +116,7 @@ def vjp_error(spec, case, rng):
         ref = autograd.make_vjp(reference_of(spec, case, k))(case.args[k])[0](dy)
         err = float(np.max(np.abs(grads[k] - ref), initial=0))
         worst = max(worst, _ratio(err, rounding_scale(spec, case, k, dy, True)))
-    return worst, DERIVATIVE_ULPS * EPS * case_cond(spec, case)
+    return worst, tolerance("backward", case_cond(spec, case), EPS)
 
 
 def jvp_error(spec, case, rng):
@@ -176,7 +134,7 @@ def jvp_error(spec, case, rng):
         expected = expected + reference_jvp(reference_of(spec, case, k), case.args[k], tangents[k])
         scale += rounding_scale(spec, case, k, tangents[k], False)
     err = float(np.max(np.abs(ty - expected), initial=0))
-    return _ratio(err, scale), DERIVATIVE_ULPS * EPS * case_cond(spec, case)
+    return _ratio(err, scale), tolerance("backward", case_cond(spec, case), EPS)
 
 
 def jacobian_error(spec, case):

@@ -172,7 +172,8 @@ class Spec:
     Hooks the generic suites read (``None``: the suite skips this normalizer):
 
     * ``catalogue`` -- the conformance catalogue's entry
-      (:class:`normref.testing.conformance.Catalogue`);
+      (:class:`normref.catalogue.Catalogue`: base case, random variants,
+      adversarial exclusions with reasons, the rows only it takes);
     * ``strategy`` -- ``strategy(draw, h) -> (args, kwargs)``: one hypothesis
       draw of a valid call, ``h`` the helper namespace
       :data:`normref.testing.strategies.HELPERS` (``h.st`` is hypothesis.strategies;

@@ -372,3 +372,180 @@ def test_assert_conforms_torch_forward_and_gradients():
 
     with pytest.raises(AssertionError, match="backward:input"):
         assert_conforms(wrong_grad, "layer_norm", x, (6,), w, b, framework="torch")
+
+
+# -- the catalogue reads the registry; one tolerance rule ---------------------
+
+def test_catalogue_entries_are_declared_by_the_normalizers():
+    from normref.catalogue import Catalogue
+    from normref.testing.conformance.build import ADVERSARIAL
+
+    for name in C.catalogued():
+        cat = normref.REGISTRY[name].catalogue
+        assert isinstance(cat, Catalogue)
+        # an exclusion names a shared adversarial variant (a typo would silently keep it)
+        assert set(cat.exclude) <= set(ADVERSARIAL), name
+        assert not set(cat.only) & set(ADVERSARIAL), name
+        got = C.variants(name)
+        for v in cat.exclude:
+            assert v not in got, (name, v)
+        for v, (row, _) in cat.only.items():
+            assert got[v][0] == row
+        for v in cat.variants:
+            assert got[v] == (None, C.build.RANDOM_SEEDS)
+    assert "n1_spatial" in C.variants("batch_norm") and "n1_spatial" not in C.variants("layer_norm")
+    assert "identity_cov" not in C.variants("pca_whitening")
+    assert "identity_cov" in C.variants("zca_whitening")
+    assert "neg_eps_momentum" not in C.variants("mean_variance_norm")
+
+
+def test_shift_sensitive_and_slots_are_trait_queries():
+    from normref.tolerance import shift_sensitive
+
+    assert C.SHIFT_SENSITIVE == {n for n, s in normref.REGISTRY.items() if s.centres and not s.whitening}
+    assert {"batch_norm", "layer_norm", "mean_variance_norm"} <= C.SHIFT_SENSITIVE
+    assert not {"rms_norm", "zca_whitening", "weight_norm"} & C.SHIFT_SENSITIVE
+    assert not shift_sensitive(None)
+    # row 19 writes the eps and momentum slots the signature names
+    for name in ("batch_norm", "ghost_batch_norm", "layer_norm"):
+        spec = normref.REGISTRY[name]
+        c = C.case_from_id(f"{name}/neg_eps_momentum/s0")
+        assert c.args[spec.slot("eps")] == -0.5
+        if spec.slot("momentum") is not None:
+            assert c.args[spec.slot("momentum")] == -1.2
+
+
+def test_a_registered_catalogue_joins_the_catalogue_and_ids():
+    from normref.catalogue import Catalogue
+    from normref.registry import registered
+
+    base_spec = normref.REGISTRY["rms_norm"]
+    seen = []
+
+    def base(rng, options, h):
+        seen.append(dict(options))
+        x = h.data(rng, (options.get("n", 3), 4))
+        return [x, (4,), None, 1e-3], {}, (), (0,)
+
+    def mine(input, normalized_shape, weight=None, eps=None):
+        return normref.rms_norm(input, normalized_shape, weight, eps)
+
+    cat = Catalogue(base=base, variants={"plain": {}},
+                    exclude={"huge1e300": "test: excluded with a reason"},
+                    only={"mine_row": ("7", {"n": 2})})
+    spec = normref.registry.Spec(**{**base_spec.__dict__, "name": "my_rms", "function": mine,
+                                    "catalogue": cat, "user": True})
+    with registered(spec):
+        assert "my_rms" in C.catalogued()
+        vs = C.variants("my_rms")
+        assert vs["plain"] == (None, 3) and vs["mine_row"] == ("7", 1)
+        assert "huge1e300" not in vs and "offset1e8" not in vs  # rms does not centre
+        ids = [c.id for c in C.catalogue("my_rms")]
+        assert "my_rms/plain/s2" in ids and "my_rms/mine_row/s0" in ids
+        c = C.case_from_id("my_rms/mine_row/s0")
+        assert c.args[0].shape == (2, 4) and seen[-1] == {"n": 2}
+        # a shared row applied to the base drawn from the id's seed
+        r = C.case_from_id("my_rms/offset1e4/s0")
+        rng = np.random.default_rng([C.cases.seed_of("my_rms/offset1e4"), 0])
+        drawn = base(rng, {}, C.helpers)[0][0]
+        assert np.array_equal(r.args[0], drawn + 1e4) and r.row == "1"
+    assert "my_rms" not in C.catalogued()
+    with pytest.raises(ValueError, match="my_rms"):
+        C.case_from_id("my_rms/plain/s0")
+    # an exclusion must name a shared variant, a variant of its own must not reuse one
+    for bad in (Catalogue(base=base, variants={"plain": {}}, exclude={"offset1e5": "typo"}),
+                Catalogue(base=base, variants={"offset1e4": {}})):
+        with registered(dataclasses.replace(spec, catalogue=bad)):
+            with pytest.raises(ValueError, match="my_rms: catalogue"):
+                C.catalogue("my_rms")
+
+
+def test_catalogue_rejects_bad_declarations():
+    from normref.catalogue import Catalogue
+
+    def base(rng, o, h):
+        return [], {}, (), ()
+
+    with pytest.raises(TypeError, match="base"):
+        Catalogue(base=None, variants={"a": {}})
+    with pytest.raises(ValueError, match="variants"):
+        Catalogue(base=base, variants={})
+    with pytest.raises(TypeError, match="options"):
+        Catalogue(base=base, variants={"a": 3})
+    with pytest.raises(ValueError, match="reason"):
+        Catalogue(base=base, variants={"a": {}}, exclude={"offset1e4": ""})
+    with pytest.raises(TypeError, match="only"):
+        Catalogue(base=base, variants={"a": {}}, only={"b": {"n": 1}})
+    with pytest.raises(ValueError, match="'/'"):
+        Catalogue(base=base, variants={"a/b": {}})
+    with pytest.raises(ValueError, match="twice"):
+        Catalogue(base=base, variants={"a": {}}, only={"a": ("4", {})})
+
+
+def test_check_and_judge_share_one_tolerance_rule():
+    from normref import check, tolerance as T
+
+    assert C.TOLERANCE_BASE is T.ULPS
+    assert check.FORWARD_ULPS == T.ULPS["forward"] and check.DERIVATIVE_ULPS == T.ULPS["backward"]
+    assert check.case_cond is T.case_cond and check.cond is T.cond
+    c = C.round_to(C.case_from_id("layer_norm/offset1e4/s0"), "float32")
+    kappa = C.case_conditioning(c)
+    assert kappa == T.conditioning(normref.REGISTRY["layer_norm"], c, "float32") > 1e3
+    v = C.judge(c, np.ones(3), np.ones(3), "float32", "backward:input", cond=kappa)
+    assert v.tolerance_ulps == T.tolerance("backward", kappa) == 64.0 * kappa
+    spec = normref.REGISTRY["layer_norm"]
+    case = spec.examples(np.random.default_rng(1234))[0]
+    err, tol = check.forward_error(spec, case)
+    assert tol == T.tolerance("forward", T.case_cond(spec, case), T.EPS)
+    with pytest.raises(ValueError, match="kind"):
+        T.tolerance("sideways", 1.0)
+
+
+def test_rounding_scale_is_the_terms_of_the_derivative_with_the_centring_floor():
+    from normref.tolerance import rounding_scale
+
+    J = np.array([[1.0, -2.0], [0.5, 0.0], [0.0, 3.0]])  # y of 3, p of 2
+    v = np.array([1.0, -2.0, 0.5])
+    y, x = np.zeros(3), np.array([1.0, 3.0])
+    assert np.array_equal(rounding_scale(J, v, y, x), np.abs(J).T @ np.abs(v))
+    assert np.array_equal(rounding_scale(J, [1.0, 1.0], y, x, transpose=False), np.abs(J) @ [1, 1])
+    floor = np.sqrt(np.mean(v ** 2)) * 1.0 / np.std(x)
+    t = rounding_scale(np.zeros((3, 2)), v, y, x, floor=True)
+    assert np.allclose(t, floor) and t.shape == (2,)
+    Jn = J.copy()
+    Jn[0, 0] = np.nan
+    assert rounding_scale(Jn, v, y, x)[0] == 0.5 * 2.0
+
+
+def test_catalogue_and_tolerance_modules_are_leaves():
+    """normref.catalogue imports the standard library only, normref.tolerance nothing of
+    normref, and the conformance package never imports normref.check (no cycle
+    check -> testing -> conformance -> check), function-local imports included."""
+    import ast
+    import os
+    import sys
+
+    import normref.catalogue
+    import normref.testing.conformance as pkg
+    import normref.tolerance
+
+    def imported(path):
+        out = set()
+        for node in ast.walk(ast.parse(open(path, encoding="utf-8").read())):
+            if isinstance(node, ast.Import):
+                out |= {a.name for a in node.names}
+            elif isinstance(node, ast.ImportFrom):
+                base = "." * node.level + (node.module or "")
+                out.add(base)
+                out |= {base.rstrip(".") + "." + a.name if node.module else base + a.name
+                        for a in node.names}
+        return out
+
+    cat = imported(normref.catalogue.__file__)
+    assert all(m.split(".")[0] in sys.stdlib_module_names for m in cat), cat
+    assert not {m for m in imported(normref.tolerance.__file__) if m.startswith(".") or "normref" in m}
+    folder = os.path.dirname(pkg.__file__)
+    for f in os.listdir(folder):
+        if f.endswith(".py"):
+            mods = imported(os.path.join(folder, f))
+            assert not {m for m in mods if m.endswith("check") and "gradcheck" not in m}, f

@@ -10,6 +10,7 @@ import numbers
 
 import numpy as np
 
+from ..catalogue import Catalogue
 from ..numerics import (all_finite, as_float64, as_optional_float64, check_choice,
                         check_finite_scalar, check_flag)
 from ..registry import Case, Spec, register
@@ -18,7 +19,8 @@ from ..whiten import EVALUATIONS, METHODS, BlockView, FixedWhitening, Whitening
 from ._common import commit_updates, eps_value, input_array, positive_int, running_buffer
 
 __all__ = ["bind_batch_whitening", "bind_group_whitening", "register_batch_whitening",
-           "batch_examples", "steps", "BATCH_CONVENTIONS", "BATCH_DOC"]
+           "batch_examples", "batch_catalogue", "batch_conformance_base",
+           "steps", "BATCH_CONVENTIONS", "BATCH_DOC"]
 
 BATCH_CONVENTIONS = {
     "group_size": "channels whitened together; default all C (a 2-D (N, C) input whitens all C features)",
@@ -167,6 +169,77 @@ def bind_group_whitening(input, num_groups, weight, bias, eps, *, T=5, method="i
                      weight=w, bias=b, name="group_whitening")
 
 
+#: PCA's eigenvectors have no derivative at a repeated eigenvalue (normref raises there)
+_PCA_REPEATED = ("data far below sqrt(eps) leave Sigma = eps I up to rounding, a repeated "
+                 "eigenvalue where PCA's eigenvectors have no derivative: normref raises")
+
+
+def batch_conformance_base(rng, o, h, iterative=False):
+    """Conformance case of a batch-whitening normalizer: correlated channels in groups of
+    1-3, running statistics (eval: a random positive definite covariance), affine or
+    coloring.  Options: ``training``, ``stats``, ``affine``, ``coloring``, ``n``,
+    ``rank_deficient`` (N = 3 observations of 4 features, row 16), ``identity_cov``
+    (covariance exactly proportional to I, row 17); iter_norm (``iterative``) also
+    draws ``T`` in {1, 3, 5, 7}."""
+    if iterative:
+        o = {**o, "T": int(rng.choice([1, 3, 5, 7]))}
+    g = int(rng.integers(1, 4))
+    nb = int(rng.integers(1, 3))
+    C = g * nb
+    sp = h.spatial(rng, 0, 1)
+    n = o.get("n")
+    N = max(int(rng.integers(3, 7)), g + 1) if n is None else n
+    if o.get("rank_deficient"):  # fewer observations than features (row 16)
+        g, nb, sp = 4, 1, ()
+        C, N = 4, 3
+    x = h.whitening_data(rng, N, C, sp)
+    if o.get("identity_cov"):  # covariance exactly proportional to I (row 17)
+        g, nb, sp = int(rng.integers(2, 4)), 1, ()
+        C = g
+        blk = h.identity_cov_block(rng, g, 1)
+        x = np.ascontiguousarray(blk.T) + float(rng.uniform(-1, 1))
+        N = x.shape[0]
+    training = o.get("training", True)
+    rm = rc = None
+    if not training:
+        rm = rng.standard_normal(C) * 0.5
+        a = rng.standard_normal((nb, g, g))
+        rc = a @ np.swapaxes(a, 1, 2) / g + np.eye(g)
+    elif o.get("stats"):
+        rm, rc = np.zeros(C), np.tile(np.eye(g), (nb, 1, 1))
+    w = b = None
+    if o.get("coloring"):
+        w = np.eye(g) + 0.3 * rng.standard_normal((nb, g, g))
+        b = rng.standard_normal(C)
+    elif o.get("affine", True):
+        w, b = rng.standard_normal(C) + 1.0, rng.standard_normal(C)
+    eps = 0.1 if o.get("rank_deficient") else h.eps(rng)
+    args = [x, rm, rc, w, b, training, h.momentum(rng), eps]
+    kwargs = {"group_size": g}
+    if o.get("T") is not None:
+        kwargs["T"] = o["T"]
+    mutates = (1, 2) if training and o.get("stats") else ()
+    return args, kwargs, mutates, (slice(None), slice(0, g))
+
+
+def batch_catalogue(method, iterative=False):
+    """The conformance catalogue entry of a batch-whitening normalizer (one base for all,
+    parameterized by ``iterative``; PCA leaves out the inputs with repeated eigenvalues)."""
+    exclude = {}
+    if method == "pca":
+        exclude = {"tiny1e-30": _PCA_REPEATED, "subnormal32": _PCA_REPEATED,
+                   "subnormal64": _PCA_REPEATED,
+                   "identity_cov": "a covariance proportional to I repeats every eigenvalue: "
+                                   "PCA's eigenvectors are not unique (normref raises)"}
+    return Catalogue(
+        base=functools.partial(batch_conformance_base, iterative=iterative),
+        variants={"train_affine": {}, "train_plain": {"affine": False},
+                  "train_running": {"stats": True}, "eval": {"training": False},
+                  "coloring": {"coloring": True}},
+        exclude=exclude,
+    )
+
+
 def register_batch_whitening(function, method, *, nop, citation, iterative=False):
     """Register a batch-whitening normalizer: its Spec differs from its siblings'
     only in the method, the NOP text and the paper (iter_norm adds ``T`` and
@@ -195,6 +268,7 @@ def register_batch_whitening(function, method, *, nop, citation, iterative=False
         layer=BATCH_LAYER,
         conventions=conventions,
         differentiable=("input", "weight", "bias", "running_mean", "running_cov"),
+        catalogue=batch_catalogue(method, iterative),
     ))
 
 

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from .. import reference
+from ..catalogue import Catalogue
 from ..partition import Partition
 from ..registry import Case, Spec, register
 from ..taxonomy import Area, AreaKind as A, Operation, OpKind as O, Recovery, RecoveryKind as R
@@ -77,6 +78,20 @@ def _examples(rng):
     ]
 
 
+def _conformance_base(rng, o, h):
+    """Conformance case: (N >= 2, G k, *spatial), affine or not."""
+    N = int(rng.integers(2, 4)) if o.get("n") is None else o["n"]
+    G = int(rng.integers(1, 4))
+    k = int(rng.integers(1, 3))
+    C = G * k
+    sp = h.spatial(rng, 0, 2)
+    x = h.data(rng, (N, C) + sp)
+    affine = o.get("affine", True)
+    w = rng.standard_normal(C) + 1.0 if affine else None
+    b = rng.standard_normal(C) if affine else None
+    return [x, G, w, b, h.eps(rng)], {}, (), (slice(None), slice(0, k))
+
+
 register(Spec(
     name="batch_group_norm",
     function=batch_group_norm,
@@ -91,4 +106,5 @@ register(Spec(
     strategy=_strategy,
     layer=_LAYER,
     differentiable=("input", "weight", "bias"),
+    catalogue=Catalogue(base=_conformance_base, variants={"affine": {}, "plain": {"affine": False}}),
 ))

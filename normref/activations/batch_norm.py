@@ -4,6 +4,7 @@ from __future__ import annotations
 import numpy as np
 
 from .. import reference
+from ..catalogue import Catalogue
 from ..partition import Partition
 from ..registry import Case, Spec, register
 from ..taxonomy import Area, AreaKind as A, Operation, OpKind as O, Recovery, RecoveryKind as R
@@ -153,6 +154,28 @@ def _examples(rng):
     ]
 
 
+def _conformance_base(rng, o, h):
+    """Conformance case: (N, C, *spatial), running statistics and affine per the
+    options (``training``, ``stats``, ``affine``, ``channels_last``, ``n``, ``spatial``)."""
+    n = o.get("n")
+    N = int(rng.integers(2, 5)) if n is None else n
+    C = int(rng.integers(2, 6))
+    sp = o.get("spatial") or h.spatial(rng, 0 if N >= 2 else 1, 2)
+    if not sp and N < 4:
+        N = 4
+    x = h.data(rng, (N, C) + sp)
+    training, stats, rm, rv, w, b = h.running_and_affine(rng, C, o)
+    args = [x, rm, rv, w, b, training, h.momentum(rng), h.eps(rng)]
+    kwargs = {}
+    group0 = (slice(None), 0)
+    if o.get("channels_last"):
+        args[0] = np.ascontiguousarray(np.moveaxis(x, 1, -1))
+        kwargs["channel_axis"] = -1
+        group0 = (Ellipsis, 0)
+    mutates = (1, 2) if training and stats else ()
+    return args, kwargs, mutates, group0
+
+
 register(Spec(
     name="batch_norm",
     function=batch_norm,
@@ -173,4 +196,15 @@ register(Spec(
         "eps": "inside the square root, default 1e-5",
     },
     differentiable=("input", "weight", "bias", "running_mean", "running_var"),
+    catalogue=Catalogue(
+        base=_conformance_base,
+        variants={
+            "train_affine": {}, "train_plain": {"affine": False},
+            "train_nostats": {"stats": False}, "eval_affine": {"training": False},
+            "eval_plain": {"training": False, "affine": False},
+            "channels_last_train": {"channels_last": True},
+            "channels_last_eval": {"channels_last": True, "training": False},
+        },
+        only={"n1_spatial": ("4", {"n": 1, "spatial": (2, 3)})},
+    ),
 ))

@@ -4,6 +4,7 @@ from __future__ import annotations
 import numpy as np
 
 from .. import reference
+from ..catalogue import Catalogue
 from ..partition import Partition
 from ..registry import Case, Spec, register
 from ..taxonomy import Area, AreaKind as A, Operation, OpKind as O, Recovery, RecoveryKind as R
@@ -113,6 +114,19 @@ def _examples(rng):
     ]
 
 
+def _conformance_base(rng, o, h):
+    """Conformance case: N a multiple of the virtual batch size, batch-norm options."""
+    v = int(rng.integers(2, 4))
+    N = v * int(rng.integers(1, 4)) if o.get("n") is None else o["n"]
+    C = int(rng.integers(1, 5))
+    sp = h.spatial(rng, 0, 1)
+    x = h.data(rng, (N, C) + sp)
+    training, stats, rm, rv, w, b = h.running_and_affine(rng, C, o)
+    args = [x, v, rm, rv, w, b, training, h.momentum(rng), h.eps(rng)]
+    mutates = (2, 3) if training and stats else ()
+    return args, {}, mutates, (slice(0, v), 0)
+
+
 register(Spec(
     name="ghost_batch_norm",
     function=ghost_batch_norm,
@@ -127,4 +141,7 @@ register(Spec(
     strategy=_strategy,
     layer=_LAYER,
     differentiable=("input", "weight", "bias", "running_mean", "running_var"),
+    catalogue=Catalogue(base=_conformance_base,
+                        variants={"train_affine": {}, "train_nostats": {"stats": False},
+                                  "eval": {"training": False}}),
 ))

@@ -4,6 +4,7 @@ from __future__ import annotations
 import numpy as np
 
 from .. import reference
+from ..catalogue import Catalogue
 from ..numerics import check_choice
 from ..partition import Partition
 from ..registry import Case, Spec, register
@@ -96,6 +97,23 @@ def _examples(rng):
     ]
 
 
+def _conformance_base(rng, o, h):
+    """Conformance case: (N, G k, *spatial); options ``affine``, ``group_affine``
+    (weight and bias per group, ``affine="group"``)."""
+    N = int(rng.integers(1, 4)) if o.get("n") is None else o["n"]
+    G = int(rng.integers(1, 4))
+    k = int(rng.integers(1, 4))
+    C = G * k
+    sp = h.spatial(rng, 0 if k > 1 else 1, 2)
+    x = h.data(rng, (N, C) + sp)
+    pshape = (G,) if o.get("group_affine") else (C,)
+    affine = o.get("affine", True)
+    w = rng.standard_normal(pshape) + 1.0 if affine else None
+    b = rng.standard_normal(pshape) if affine else None
+    kwargs = {"affine": "group"} if o.get("group_affine") else {}
+    return [x, G, w, b, h.eps(rng)], kwargs, (), (0, slice(0, k))
+
+
 register(Spec(
     name="group_norm",
     function=group_norm,
@@ -111,4 +129,7 @@ register(Spec(
     layer=_LAYER,
     conventions={"affine": "channel: weight (C,) (PyTorch, ONNX-21); group: weight (G,) (ONNX-18)"},
     differentiable=("input", "weight", "bias"),
+    catalogue=Catalogue(base=_conformance_base,
+                        variants={"affine": {}, "plain": {"affine": False},
+                                  "group_affine": {"group_affine": True}}),
 ))

@@ -4,6 +4,7 @@ from __future__ import annotations
 import numpy as np
 
 from .. import reference
+from ..catalogue import Catalogue
 from ..registry import Case, Spec, register
 from ..taxonomy import Area, AreaKind as A, Operation, OpKind as O, Recovery, RecoveryKind as R
 from ._whitening import bind_group_whitening
@@ -93,6 +94,25 @@ def _examples(rng):
     ]
 
 
+def _conformance_base(rng, o, h):
+    """Conformance case: (N, G k, spatial) with at least G + 1 values per group; options
+    ``method``, ``affine``, ``rank_deficient`` (G = 4 groups of one channel and 2 values)."""
+    N = int(rng.integers(1, 4)) if o.get("n") is None else o["n"]
+    G = int(rng.integers(1, 4))
+    k = int(rng.integers(1, 4))
+    sp = (max(2, -(-(G + 1) // k)),) if o.get("rank_deficient") is None else ()
+    x = h.data(rng, (N, G * k) + sp)
+    if o.get("rank_deficient"):  # per sample: G = 4 groups of one value (row 16)
+        G, k = 4, 1
+        x = h.data(rng, (N, 4, 2))
+    w = b = None
+    if o.get("affine", True):
+        w, b = rng.standard_normal(G * k) + 1.0, rng.standard_normal(G * k)
+    eps = 0.1 if o.get("rank_deficient") else h.eps(rng)
+    kwargs = {"method": o.get("method", "iter_norm")}
+    return [x, G, w, b, eps], kwargs, (), (0,)
+
+
 register(Spec(
     name="group_whitening",
     function=group_whitening,
@@ -113,4 +133,11 @@ register(Spec(
         "evaluation": "spectral (exact value of the iteration, default) | newton (the matrix iteration)",
     },
     differentiable=("input", "weight", "bias"),
+    catalogue=Catalogue(
+        base=_conformance_base,
+        variants={"iter_norm": {}, "zca": {"method": "zca"}, "plain": {"affine": False}},
+        exclude={"identity_cov": "the covariance is per sample over a group's channels: the "
+                                 "base draws no exactly-identity covariance (row 17 is "
+                                 "covered by the batch-whitening normalizers)"},
+    ),
 ))

@@ -4,6 +4,7 @@ from __future__ import annotations
 import numpy as np
 
 from .. import reference
+from ..catalogue import Catalogue
 from ..partition import Partition
 from ..registry import Case, Spec, register
 from ..taxonomy import Area, AreaKind as A, Operation, OpKind as O, Recovery, RecoveryKind as R
@@ -117,6 +118,25 @@ def _examples(rng):
     ]
 
 
+def _conformance_base(rng, o, h):
+    """Conformance case: (N, C, *spatial) with 1-2 spatial axes; option ``running``:
+    "none", "update" (use_input_stats with running statistics) or "eval"."""
+    N = int(rng.integers(1, 4)) if o.get("n") is None else o["n"]
+    C = int(rng.integers(1, 5))
+    sp = h.spatial(rng, 1, 2, 2, 5)
+    x = h.data(rng, (N, C) + sp)
+    mode = o.get("running", "none")
+    rm = rng.standard_normal(C) * 0.5 if mode != "none" else None
+    rv = rng.uniform(0.5, 2.0, C) if mode != "none" else None
+    affine = o.get("affine", True)
+    w = rng.standard_normal(C) + 1.0 if affine else None
+    b = rng.standard_normal(C) if affine else None
+    use_input_stats = mode != "eval"
+    args = [x, rm, rv, w, b, use_input_stats, h.momentum(rng), h.eps(rng)]
+    mutates = (1, 2) if mode == "update" else ()
+    return args, {}, mutates, (0, 0)
+
+
 register(Spec(
     name="instance_norm",
     function=instance_norm,
@@ -131,4 +151,9 @@ register(Spec(
     strategy=_strategy,
     layer=_LAYER,
     differentiable=("input", "weight", "bias", "running_mean", "running_var"),
+    catalogue=Catalogue(
+        base=_conformance_base,
+        variants={"affine": {}, "plain": {"affine": False}, "running_update": {"running": "update"},
+                  "running_eval": {"running": "eval"}},
+    ),
 ))

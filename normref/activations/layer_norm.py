@@ -6,6 +6,7 @@ import numbers
 import numpy as np
 
 from .. import reference
+from ..catalogue import Catalogue
 from ..partition import Partition
 from ..registry import Case, Spec, register
 from ..taxonomy import Area, AreaKind as A, Operation, OpKind as O, Recovery, RecoveryKind as R
@@ -106,6 +107,19 @@ def _examples(rng):
     ]
 
 
+def _conformance_base(rng, o, h):
+    """Conformance case: 1-2 leading axes, 1-2 normalized axes, affine or not."""
+    lead = tuple(int(s) for s in rng.integers(1, 5, size=int(rng.integers(1, 3))))
+    if o.get("n") is not None:
+        lead = (o["n"],) + lead[1:]
+    norm = tuple(int(s) for s in rng.integers(2, 9, size=int(rng.integers(1, 3))))
+    x = h.data(rng, lead + norm)
+    affine = o.get("affine", True)
+    w = rng.standard_normal(norm) + 1.0 if affine else None
+    b = rng.standard_normal(norm) if affine else None
+    return [x, norm, w, b, h.eps(rng)], {}, (), (0,) * len(lead)
+
+
 register(Spec(
     name="layer_norm",
     function=layer_norm,
@@ -120,4 +134,5 @@ register(Spec(
     strategy=_strategy,
     layer=_LAYER,
     differentiable=("input", "weight", "bias"),
+    catalogue=Catalogue(base=_conformance_base, variants={"affine": {}, "plain": {"affine": False}}),
 ))

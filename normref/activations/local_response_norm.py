@@ -16,6 +16,7 @@ from ..numerics import as_float64, check_choice, check_finite_scalar
 from ..registry import Case, Plan, Spec, register
 from ..taxonomy import Area, AreaKind as A, Operation, OpKind as O, Recovery, RecoveryKind as R
 from .. import reference as _reference
+from ..catalogue import Catalogue
 
 __all__ = ["local_response_norm"]
 
@@ -315,6 +316,19 @@ def _examples(rng):
     return cases
 
 
+def _conformance_base(rng, o, h):
+    """Conformance case: (N, C, *spatial); option ``size`` (else 1, 3 or 5)."""
+    N = int(rng.integers(1, 3)) if o.get("n") is None else o["n"]
+    C = int(rng.integers(2, 8))
+    sp = h.spatial(rng, 1, 2)
+    x = h.data(rng, (N, C) + sp)
+    size = o.get("size") or int(rng.choice([1, 3, 5]))
+    alpha = float(np.round(rng.uniform(1e-4, 1.0), 4))
+    beta = float(np.round(rng.uniform(0.5, 1.5), 3))
+    k = float(np.round(rng.uniform(0.5, 2.0), 3))
+    return [x, size, alpha, beta, k], {}, (), (0,)
+
+
 register(Spec(
     name="local_response_norm",
     function=local_response_norm,
@@ -339,4 +353,16 @@ register(Spec(
         ),
     },
     differentiable=("input",),
+    catalogue=Catalogue(
+        base=_conformance_base,
+        variants={"random": {}},
+        exclude={
+            "const_group": "no statistics group: each output mixes a window of channels, so a "
+                           "constant block is an ordinary input",
+            "tiny1e-30": "k dominates (k + alpha mean(x^2))^beta for tiny inputs: the output is "
+                         "x / k^beta, a plain scaling (the subnormal rows keep the underflow)",
+        },
+        only={"lrn_size2": ("20", {"size": 2}), "lrn_size4": ("20", {"size": 4}),
+              "lrn_size6": ("20", {"size": 6})},
+    ),
 ))

@@ -6,6 +6,7 @@ import numbers
 import numpy as np
 
 from .. import reference
+from ..catalogue import Catalogue
 from ..numerics import check_choice
 from ..partition import Partition
 from ..registry import Case, Spec, register
@@ -92,6 +93,24 @@ def _examples(rng):
     ]
 
 
+#: (axes, ndim) of the conformance cases: ONNX's default and other reductions
+_CONFORMANCE_AXES = [((0, 2, 3), 4), ((2, 3), 4), ((1,), 3), ((0, -1), 3), ((1, 2), 3)]
+
+
+def _conformance_base(rng, o, h):
+    """Conformance case: one of :data:`_CONFORMANCE_AXES`; option ``eps_variance``."""
+    axes, nd = _CONFORMANCE_AXES[int(rng.integers(len(_CONFORMANCE_AXES)))]
+    shape = [int(rng.integers(2, 5)) for _ in range(nd)]
+    if o.get("n") is not None:
+        shape[0] = o["n"]
+    x = h.data(rng, tuple(shape))
+    kwargs = {"eps_placement": "variance"} if o.get("eps_variance") else {}
+    red = {a % nd for a in axes}
+    group0 = tuple(slice(None) if i in red else 0 for i in range(nd))
+    eps = float(rng.choice([1e-9, 1e-5, 1e-3]))
+    return [x, axes, eps], kwargs, (), group0
+
+
 register(Spec(
     name="mean_variance_norm",
     function=mean_variance_norm,
@@ -106,4 +125,11 @@ register(Spec(
     strategy=_strategy,
     layer=_LAYER,
     conventions={"eps_placement": "std: (x-mean)/(std+eps) as ONNX's function body; variance: /sqrt(var+eps)"},
+    catalogue=Catalogue(
+        base=_conformance_base,
+        variants={"random": {}, "eps_variance": {"eps_variance": True}},
+        exclude={"neg_eps_momentum": "eps sits on the standard deviation by default (std + eps, "
+                                     "ONNX): a negative eps puts a pole at std = |eps|, not the "
+                                     "regularization of variance + eps > 0 that row 19 states"},
+    ),
 ))

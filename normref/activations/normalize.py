@@ -15,6 +15,7 @@ from ..numerics import as_float64, check_finite_scalar
 from ..registry import Case, Plan, Spec, register
 from ..taxonomy import Area, AreaKind as A, Operation, OpKind as O, Recovery, RecoveryKind as R
 from .. import reference as _reference
+from ..catalogue import Catalogue
 
 __all__ = ["normalize"]
 
@@ -276,6 +277,23 @@ def _examples(rng):
     return cases
 
 
+#: why normalize takes no tiny or subnormal input (conformance catalogue)
+_TINY_REASON = ("with the default eps = 1e-12 an input far below eps is divided by eps: the "
+                "output is the plain scaling x / eps")
+
+
+def _conformance_base(rng, o, h):
+    """Conformance case: (N, C, *spatial) with options ``p``, ``dim``, ``eps``."""
+    N = int(rng.integers(1, 4)) if o.get("n") is None else o["n"]
+    shape = (N, int(rng.integers(2, 6))) + h.spatial(rng, 0, 1)
+    x = h.data(rng, shape)
+    p = o.get("p", float(rng.choice([1.0, 2.0, 3.0])))
+    dim = int(rng.integers(1, len(shape))) if o.get("dim") is None else o["dim"]
+    eps = o.get("eps", 1e-12)
+    group0 = tuple(slice(None) if i == dim else 0 for i in range(len(shape)))
+    return [x, p, dim, eps], {}, (), group0
+
+
 register(Spec(
     name="normalize",
     function=normalize,
@@ -294,4 +312,13 @@ register(Spec(
         "p=inf subgradient": "first maximal |x_i| in index order gets the derivative",
     },
     differentiable=("input",),
+    catalogue=Catalogue(
+        base=_conformance_base,
+        variants={"p2": {"p": 2.0}, "p1": {"p": 1.0}, "p3": {"p": 3.0}, "pinf": {"p": math.inf}},
+        exclude={
+            "tiny1e-30": _TINY_REASON, "subnormal32": _TINY_REASON, "subnormal64": _TINY_REASON,
+            "neg_eps_momentum": "eps is a floor, max(||x||_p, eps): a negative floor never "
+                                "binds, so the case is an ordinary one (and there is no momentum)",
+        },
+    ),
 ))

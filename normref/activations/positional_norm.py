@@ -4,6 +4,7 @@ from __future__ import annotations
 import numpy as np
 
 from .. import reference
+from ..catalogue import Catalogue
 from ..partition import Partition
 from ..registry import Case, Spec, register
 from ..taxonomy import Area, AreaKind as A, Operation, OpKind as O, Recovery, RecoveryKind as R
@@ -59,6 +60,15 @@ def _examples(rng):
     ]
 
 
+def _conformance_base(rng, o, h):
+    """Conformance case: (N, C, *spatial), 0-2 spatial axes."""
+    N = int(rng.integers(1, 4)) if o.get("n") is None else o["n"]
+    C = int(rng.integers(2, 7))
+    sp = h.spatial(rng, 0, 2)
+    x = h.data(rng, (N, C) + sp)
+    return [x, h.eps(rng)], {}, (), (0, slice(None)) + (0,) * len(sp)
+
+
 register(Spec(
     name="positional_norm",
     function=positional_norm,
@@ -72,4 +82,5 @@ register(Spec(
     examples=_examples,
     strategy=_strategy,
     layer=_LAYER,
+    catalogue=Catalogue(base=_conformance_base, variants={"random": {}}),
 ))

@@ -4,6 +4,7 @@ from __future__ import annotations
 import numpy as np
 
 from .. import reference
+from ..catalogue import Catalogue
 from ..registry import Case, Spec, register
 from ..taxonomy import Area, AreaKind as A, Operation, OpKind as O, Recovery, RecoveryKind as R
 from ..standardize import Standardization
@@ -63,6 +64,18 @@ def _examples(rng):
     ]
 
 
+def _conformance_base(rng, o, h):
+    """Conformance case: like layer norm's; option ``eps_none`` (the dtype's machine eps)."""
+    lead = tuple(int(s) for s in rng.integers(1, 5, size=int(rng.integers(1, 3))))
+    if o.get("n") is not None:
+        lead = (o["n"],) + lead[1:]
+    norm = tuple(int(s) for s in rng.integers(2, 9, size=int(rng.integers(1, 3))))
+    x = h.data(rng, lead + norm)
+    w = rng.standard_normal(norm) + 1.0 if o.get("affine", True) else None
+    eps = None if o.get("eps_none") else h.eps(rng)
+    return [x, norm, w, eps], {}, (), (0,) * len(lead)
+
+
 register(Spec(
     name="rms_norm",
     function=rms_norm,
@@ -78,4 +91,7 @@ register(Spec(
     layer=_LAYER,
     conventions={"eps": "None -> finfo(input dtype).eps (PyTorch)"},
     differentiable=("input", "weight"),
+    catalogue=Catalogue(base=_conformance_base,
+                        variants={"affine": {}, "plain": {"affine": False},
+                                  "eps_none": {"eps_none": True}}),
 ))

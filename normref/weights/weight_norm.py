@@ -14,6 +14,7 @@ from ..numerics import as_float64
 from ..registry import Case, Plan, Spec, register
 from ..taxonomy import Area, AreaKind as A, Operation, OpKind as O, Recovery, RecoveryKind as R
 from .. import reference as _reference
+from ..catalogue import Catalogue
 
 __all__ = ["weight_norm"]
 
@@ -260,6 +261,28 @@ def _examples(rng):
     return cases
 
 
+#: why weight norm takes no scaled-down v (conformance catalogue)
+_SCALED_V_REASON = ("weight norm is invariant to the scale of v, so a scaled v is the same "
+                    "forward, and for subnormal v the exact gradient (of size g / ||v||) "
+                    "overflows float64")
+
+
+def _conformance_base(rng, o, h):
+    """Conformance case: v of 2-4 axes, g per slice along ``dim`` (option; None: a scalar g)."""
+    shape = (int(rng.integers(2, 6)), int(rng.integers(2, 6))) + h.spatial(rng, 0, 2, 1, 3)
+    v = h.data(rng, shape)
+    dim = o.get("dim", 0)
+    if dim is None:
+        g = np.array(float(rng.uniform(0.5, 2.0)))
+        group0 = (Ellipsis,)
+    else:
+        d = dim % len(shape)
+        gshape = tuple(s if i == d else 1 for i, s in enumerate(shape))
+        g = rng.standard_normal(gshape) + 1.5
+        group0 = tuple(slice(None) if i != d else 0 for i in range(len(shape)))
+    return [v, g, dim], {}, (), group0
+
+
 register(Spec(
     name="weight_norm",
     function=weight_norm,
@@ -281,4 +304,16 @@ register(Spec(
                "(torch's dim=-1 sentinel); negative ints are NumPy axes",
     },
     differentiable=("v", "g"),
+    catalogue=Catalogue(
+        base=_conformance_base,
+        variants={"dim0": {"dim": 0}, "dim1": {"dim": 1}, "dim_last": {"dim": -1},
+                  "dim_none": {"dim": None}},
+        exclude={
+            "const_group": "a constant slice of v is an ordinary weight; the zero slice raises "
+                           "ValueError by design (adversarial row 18)",
+            "tiny1e-30": _SCALED_V_REASON, "subnormal32": _SCALED_V_REASON,
+            "subnormal64": _SCALED_V_REASON,
+            "empty_batch": "a weight has no batch axis: an empty v is not a batch of samples",
+        },
+    ),
 ))
