@@ -33,17 +33,6 @@ ROOT = Path(normref.__file__).resolve().parent
 PACKAGE = ROOT.name
 MAX_LINES = 600
 
-#: Cycles known to be removed by a branch not yet merged, as the set of their
-#: modules.  Temporary: the test fails when a listed cycle no longer exists
-#: (delete its entry then), and any cycle not listed fails at once.
-PENDING_CYCLES = {
-    frozenset({"normref.check", "normref.testing", "normref.testing.conformance"}):
-        "check <-> testing/conformance, removed by the conformance split",
-}
-#: Modules known to be split by a branch not yet merged (same rule).
-PENDING_LONG = {
-    "normref/testing/conformance.py": "split into a package by the conformance split",
-}
 
 
 def _module_name(path: Path, root: Path) -> str:
@@ -228,18 +217,11 @@ def test_graph_reads_local_relative_and_submodule_imports(tmp_path):
 
 def test_no_import_cycle():
     cycles = find_cycles(import_graph())
-    found = {frozenset(c) for c in cycles}
-    new = [c for c in cycles if frozenset(c) not in PENDING_CYCLES]
-    assert not new, "import cycles between normref modules:\n" + "\n".join(
-        "  " + " -> ".join(c) for c in new)
-    gone = [why for mods, why in PENDING_CYCLES.items() if mods not in found]
-    assert not gone, f"pending cycles no longer present, delete them from PENDING_CYCLES: {gone}"
+    assert not cycles, "import cycles between normref modules:\n" + "\n".join(
+        "  " + " -> ".join(c) for c in cycles)
 
 
 def test_no_module_over_max_lines():
     long = {str(p.relative_to(ROOT.parent)): n for p in sorted(ROOT.rglob("*.py"))
             if (n := len(p.read_text(encoding="utf-8").splitlines())) > MAX_LINES}
-    new = {p: n for p, n in long.items() if p not in PENDING_LONG}
-    assert not new, f"modules over {MAX_LINES} lines (split them by job): {new}"
-    gone = [p for p in PENDING_LONG if p not in long]
-    assert not gone, f"no longer over {MAX_LINES} lines, delete them from PENDING_LONG: {gone}"
+    assert not long, f"modules over {MAX_LINES} lines (split them by job): {long}"

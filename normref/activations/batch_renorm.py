@@ -7,6 +7,7 @@ from ..compose import Composite, Piece, Step
 from ..numerics import all_finite, as_float64, check_finite_scalar, check_flag, check_shape
 from ..recovery import Affine, Renorm, channel_shape
 from ..reference.batch_renorm import batch_renorm as _reference
+from ..catalogue import Catalogue
 from ..layer_call import LayerCall
 from ..registry import Case, Spec, register
 from ..standardize import FixedStats, Standardization
@@ -349,6 +350,23 @@ def _examples(rng):
     ]
 
 
+def _conformance_base(rng, o, h):
+    """Conformance case: (N, C, *spatial) with running statistics (training reads them for
+    r, d); options ``training``, ``affine``, ``tight`` (rmax 1.5, dmax 0.5: r and d clipped
+    in most channels), ``n``."""
+    n = o.get("n")
+    N = int(rng.integers(2, 5)) if n is None else n
+    C = int(rng.integers(2, 6))
+    sp = h.spatial(rng, 0 if N >= 2 else 1, 2)
+    if not sp and N < 4 and n is None:
+        N = 4
+    x = h.data(rng, (N, C) + sp)
+    training, _, rm, rv, w, b = h.running_and_affine(rng, C, {**o, "stats": True})
+    rmax, dmax = (1.5, 0.5) if o.get("tight") else (3.0, 5.0)
+    args = [x, rm, rv, w, b, training, h.momentum(rng), h.eps(rng), rmax, dmax]
+    return args, {}, (1, 2) if training else (), (slice(None), 0)
+
+
 register(Spec(
     name="batch_renorm",
     function=batch_renorm,
@@ -375,4 +393,9 @@ register(Spec(
                           "renorm mean / std buffers (Keras, renorm_momentum 0.99)",
     },
     differentiable=("input", "weight", "bias", "running_mean", "running_var"),
+    catalogue=Catalogue(
+        base=_conformance_base,
+        variants={"train_affine": {}, "train_plain": {"affine": False},
+                  "train_tight": {"tight": True}, "eval_affine": {"training": False}},
+    ),
 ))

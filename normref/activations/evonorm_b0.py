@@ -8,6 +8,7 @@ from ..numerics import as_float64, check_flag, check_shape
 from ..partition import Partition
 from ..recovery import Affine, channel_shape
 from ..reference.evonorm import evonorm_b0 as _reference
+from ..catalogue import Catalogue
 from ..layer_call import LayerCall
 from ..registry import Case, Spec, register
 from ..standardize import Standardization
@@ -165,6 +166,20 @@ def _examples(rng):
     ]
 
 
+def _conformance_base(rng, o, h):
+    """Conformance case: (N, C, *spatial); options ``training``, ``stats`` (running_var
+    given), ``affine``, ``v`` (False: v=None, the batch std alone), ``n``."""
+    n = o.get("n")
+    N = int(rng.integers(2, 5)) if n is None else n
+    C = int(rng.integers(2, 6))
+    sp = h.spatial(rng, 1, 2)
+    x = h.data(rng, (N, C) + sp)
+    training, stats, _, rv, w, b = h.running_and_affine(rng, C, o)
+    v = rng.standard_normal(C) * 1.5 if o.get("v", True) else None
+    args = [x, rv, w, b, v, training, h.momentum(rng), h.eps(rng)]
+    return args, {}, (1,) if training and stats else (), (slice(None), 0)
+
+
 register(Spec(
     name="evonorm_b0",
     function=evonorm_b0,
@@ -187,4 +202,9 @@ register(Spec(
         "v": "None: no nonlinearity, x / batch std",
     },
     differentiable=("input", "weight", "bias", "v", "running_var"),
+    catalogue=Catalogue(
+        base=_conformance_base,
+        variants={"train_affine": {}, "train_nostats": {"stats": False},
+                  "train_v_none": {"v": False}, "eval_affine": {"training": False}},
+    ),
 ))

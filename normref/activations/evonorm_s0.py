@@ -5,6 +5,7 @@ from ..compose import Composite, GroupStd, Product, Quotient, Sigmoid, Step, Vie
 from ..partition import Partition
 from ..recovery import Affine, channel_shape
 from ..reference.evonorm import evonorm_s0 as _reference
+from ..catalogue import Catalogue
 from ..layer_call import REQUIRED, LayerCall
 from ..registry import Case, Spec, register
 from ..standardize import Standardization
@@ -111,6 +112,20 @@ def _examples(rng):
     ]
 
 
+def _conformance_base(rng, o, h):
+    """Conformance case: (N, G k, *spatial); options ``affine``, ``v`` (False: v=None), ``n``."""
+    N = int(rng.integers(1, 4)) if o.get("n") is None else o["n"]
+    G = int(rng.integers(1, 4))
+    k = int(rng.integers(1, 4))
+    C = G * k
+    x = h.data(rng, (N, C) + h.spatial(rng, 0 if k > 1 else 1, 2))
+    affine = o.get("affine", True)
+    w = rng.standard_normal(C) + 1.0 if affine else None
+    b = rng.standard_normal(C) if affine else None
+    v = rng.standard_normal(C) * 1.5 if o.get("v", True) else None
+    return [x, G, w, b, v, h.eps(rng)], {}, (), (0, slice(0, k))
+
+
 register(Spec(
     name="evonorm_s0",
     function=evonorm_s0,
@@ -132,4 +147,8 @@ register(Spec(
         "v": "None: no nonlinearity, x / group std",
     },
     differentiable=("input", "weight", "bias", "v"),
+    catalogue=Catalogue(
+        base=_conformance_base,
+        variants={"affine": {}, "plain": {"affine": False}, "v_none": {"v": False}},
+    ),
 ))

@@ -8,6 +8,7 @@ from ..compose import Composite, Step
 from ..partition import Partition
 from ..recovery import Threshold, channel_shape
 from ..reference.filter_response_norm import filter_response_norm as _reference
+from ..catalogue import Catalogue
 from ..layer_call import LayerCall
 from ..registry import Case, Spec, register
 from ..standardize import Standardization
@@ -107,6 +108,18 @@ def _examples(rng):
     ]
 
 
+def _conformance_base(rng, o, h):
+    """Conformance case: (N, C, *spatial); options ``affine``, ``tlu`` (False: no tau), ``n``."""
+    N = int(rng.integers(1, 4)) if o.get("n") is None else o["n"]
+    C = int(rng.integers(1, 5))
+    x = h.data(rng, (N, C) + h.spatial(rng, 1, 2))
+    affine = o.get("affine", True)
+    w = rng.standard_normal(C) + 1.0 if affine else None
+    b = rng.standard_normal(C) if affine else None
+    tau = rng.standard_normal(C) * 0.5 if o.get("tlu", True) else None
+    return [x, w, b, tau, h.eps(rng)], {}, (), (0, 0)
+
+
 register(Spec(
     name="filter_response_norm",
     function=filter_response_norm,
@@ -125,4 +138,8 @@ register(Spec(
         "tau": "None: no TLU; tie y == tau splits the gradient 0.5 / 0.5 (torch.maximum)",
     },
     differentiable=("input", "weight", "bias", "tau"),
+    catalogue=Catalogue(
+        base=_conformance_base,
+        variants={"affine_tlu": {}, "plain_tlu": {"affine": False}, "no_tlu": {"tlu": False}},
+    ),
 ))
