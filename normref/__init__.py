@@ -14,7 +14,7 @@ from .autodiff import jacobian, jacobian_operator, jvp, vjp
 from .registry import REGISTRY, registered, unregister
 from .registration import register
 
-# -- normalizers (each module registers itself) ------------------------------
+# -- normalizers (each module registers itself: one line per normalizer) ------
 from .activations.batch_norm import batch_norm
 from .activations.instance_norm import instance_norm
 from .activations.layer_norm import layer_norm
@@ -24,7 +24,6 @@ from .activations.positional_norm import positional_norm
 from .activations.batch_group_norm import batch_group_norm
 from .activations.ghost_batch_norm import ghost_batch_norm
 from .activations.mean_variance_norm import mean_variance_norm
-# (helper-owned normalizers: add one import line each below)
 from .activations.local_response_norm import local_response_norm
 from .activations.normalize import normalize
 from .weights.weight_norm import weight_norm

@@ -121,8 +121,6 @@ def vjp_error(spec, case, rng):
 
 def jvp_error(spec, case, rng):
     """(relative error, tolerance) of the JVP (all slots at once) against autograd."""
-    import autograd
-
     slots = differentiable_slots(spec, case)
     tangents = [None] * len(case.args)
     for k in slots:

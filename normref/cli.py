@@ -63,7 +63,7 @@ def _catalogued():
     from .registry import REGISTRY
     from .testing import conformance
 
-    return [n for n in sorted(REGISTRY) if n in conformance._ALL]
+    return conformance.catalogued()
 
 
 def _probe_dir(directory, arg, path):

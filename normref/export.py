@@ -33,7 +33,7 @@ The ``.npz`` holds
 
 The ``.json`` beside it records ``normalizer``, ``case`` (the stable id;
 :func:`normref.testing.conformance.case_from_id` rebuilds it), ``label``,
-``row`` (adversarial.md row or null), ``dtype``, ``kwargs`` (tuples as lists;
+``row`` (docs/adversarial.md row or null), ``dtype``, ``kwargs`` (tuples as lists;
 an array keyword as ``{"array": "kw_<name>"}``), ``conventions`` (the
 convention keywords an adapter applied; empty for the catalogue's own
 cases), ``layout`` (one entry per positional argument: ``{"index", "kind":

@@ -4,7 +4,7 @@ and the divided differences of p_T obey the subtraction-free recursion normref u
 P_0 = I, P_{k+1} = (3 P_k - P_k^3 S) / 2  equals  p_k(S), with the scalar
 p_0 = 1, p_{k+1}(l) = (3 p_k(l) - l p_k(l)^3) / 2 (all iterates are polynomials
 in S, so they commute with S).  Hence P_T = D p_T(Lambda) D^T and the
-whitened covariance P_T S P_T has eigenvalues l p_T(l)^2 (theory.md item 9).
+whitened covariance P_T S P_T has eigenvalues l p_T(l)^2 (docs/theory.md item 9).
 
 For the derivative (normref.whiten.IterNormSpectral) the divided differences
 d_k(x, y) = (p_k(x) - p_k(y)) / (x - y) satisfy

@@ -1,5 +1,5 @@
 """Identity: the equilibrium norm of SGD with weight decay on a scale-invariant
-weight (Wan et al. 2021, Spherical Motion Dynamics, arXiv:2006.08419; theory.md
+weight (Wan et al. 2021, Spherical Motion Dynamics, arXiv:2006.08419; docs/theory.md
 item 5), momentum 0:
 
     x_{t+1} = (1 - eta lam)^2 x_t + eta^2 C^2 / x_t,   x = ||w||^2,

@@ -1,5 +1,5 @@
 """normref.analysis.curvature: exact curvature matrices, operators, condition
-numbers, and the claim rows of theory.md item 6 (plus item 1's curvature half)."""
+numbers, and the claim rows of docs/theory.md item 6 (plus item 1's curvature half)."""
 import numpy as np
 import pytest
 import autograd

@@ -1,4 +1,4 @@
-"""normref.analysis.dynamics: theory.md items 3 (norm growth, effective learning
+"""normref.analysis.dynamics: docs/theory.md items 3 (norm growth, effective learning
 rate), 4 (Li & Arora exponential learning rate) and 5 (spherical motion
 dynamics) — the claim rows with their measured figures, and the same claims
 failing on broken inputs."""

@@ -1,4 +1,4 @@
-"""SND estimates and the whitening conditioning rows (theory.md item 10, issue 5)."""
+"""SND estimates and the whitening conditioning rows (docs/theory.md item 10, issue 5)."""
 import numpy as np
 import pytest
 

@@ -1,5 +1,5 @@
-"""The whitening family: the properties the papers and theory.md items 9 and 11
-state, adversarial.md rows 16-17, running estimates and bad input.
+"""The whitening family: the properties the papers and docs/theory.md items 9 and 11
+state, docs/adversarial.md rows 16-17, running estimates and bad input.
 
 (The registry-driven suite already checks forward, VJP, JVP, Jacobians and
 second order against the autograd reference for every example case.)
@@ -140,7 +140,7 @@ def test_zca_with_group_size_one_is_batch_norm_and_group_whitening_one_group_is_
     np.testing.assert_allclose(y, ln, rtol=1e-13, atol=1e-13)
 
 
-# -- adversarial.md row 16: rank-deficient covariance -------------------------
+# -- docs/adversarial.md row 16: rank-deficient covariance -------------------------
 @pytest.mark.parametrize("name", ALL_BATCH)
 def test_rank_deficient_covariance_with_eps(name):
     rng = np.random.default_rng(5)
@@ -176,7 +176,7 @@ def test_iter_norm_needs_only_a_positive_trace():
         nr.iter_norm(np.ones((4, 3)), eps=0.0)
 
 
-# -- adversarial.md row 17: repeated eigenvalues ------------------------------
+# -- docs/adversarial.md row 17: repeated eigenvalues ------------------------------
 def _identity_cov_data():
     # rows orthogonal to 1 with equal norms: covariance exactly I
     H = np.array([[1, 1, 1, 1], [1, -1, 1, -1], [1, 1, -1, -1], [1, -1, -1, 1]], dtype=float)

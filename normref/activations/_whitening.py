@@ -13,6 +13,7 @@ import numpy as np
 from ..catalogue import Catalogue
 from ..numerics import (all_finite, as_float64, as_optional_float64, check_choice,
                         check_finite_scalar, check_flag)
+from ..layer_call import LayerCall
 from ..registry import Case, Spec, register
 from ..taxonomy import Area, AreaKind as A, Operation, OpKind as O, Recovery, RecoveryKind as R
 from ..whiten import EVALUATIONS, METHODS, BlockView, FixedWhitening, Whitening
@@ -271,8 +272,6 @@ def register_batch_whitening(function, method, *, nop, citation, iterative=False
         catalogue=batch_catalogue(method, iterative),
     ))
 
-
-from ..layer_call import LayerCall  # noqa: E402  (the layer= fact below)
 
 #: the layer fact of the batch-whitening family: training mode, the features as
 #: channels whitened over the cases in groups of ``group_size`` (all by default,

@@ -4,6 +4,7 @@ from __future__ import annotations
 from .. import reference
 from ..catalogue import Catalogue
 from ..partition import Partition
+from ..layer_call import LayerCall, REQUIRED
 from ..registry import Case, Spec, register
 from ..taxonomy import Area, AreaKind as A, Operation, OpKind as O, Recovery, RecoveryKind as R
 from ..standardize import Standardization
@@ -45,8 +46,6 @@ def batch_group_norm(input, num_groups, weight=None, bias=None, eps=1e-5):
     """
     return _bind(input, num_groups, weight, bias, eps).forward()
 
-
-from ..layer_call import LayerCall, REQUIRED  # noqa: E402  (the layer= fact below)
 
 #: the layer fact: num_groups groups of features over the whole batch (3 of 4 in the table)
 _LAYER = LayerCall(lambda x, w, b, o: (x, o["num_groups"], w, b), weight=2, bias=3,

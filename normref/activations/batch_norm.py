@@ -6,6 +6,7 @@ import numpy as np
 from .. import reference
 from ..catalogue import Catalogue
 from ..partition import Partition
+from ..layer_call import LayerCall
 from ..registry import Case, Spec, register
 from ..taxonomy import Area, AreaKind as A, Operation, OpKind as O, Recovery, RecoveryKind as R
 from ..standardize import FixedStats, Standardization
@@ -111,8 +112,6 @@ def batch_norm(input, running_mean, running_var, weight=None, bias=None, trainin
                  running_var_unbiased=running_var_unbiased,
                  num_batches_tracked=num_batches_tracked).forward()
 
-
-from ..layer_call import LayerCall  # noqa: E402  (the layer= fact below)
 
 #: the layer fact: training mode, the features as channels, no running statistics
 _LAYER = LayerCall(lambda x, w, b, o: (x, None, None, w, b, True), weight=3, bias=4)

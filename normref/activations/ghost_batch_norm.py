@@ -6,6 +6,7 @@ import numpy as np
 from .. import reference
 from ..catalogue import Catalogue
 from ..partition import Partition
+from ..layer_call import LayerCall, REQUIRED
 from ..registry import Case, Spec, register
 from ..taxonomy import Area, AreaKind as A, Operation, OpKind as O, Recovery, RecoveryKind as R
 from ..standardize import Standardization
@@ -74,8 +75,6 @@ def ghost_batch_norm(input, virtual_batch_size, running_mean=None, running_var=N
     return _bind(input, virtual_batch_size, running_mean, running_var, weight, bias,
                  training, momentum, eps).forward()
 
-
-from ..layer_call import LayerCall, REQUIRED  # noqa: E402  (the layer= fact below)
 
 #: the layer fact: training mode in virtual batches of the cases (4 of the table's 8)
 _LAYER = LayerCall(lambda x, w, b, o: (x, o["virtual_batch_size"], None, None, w, b, True),

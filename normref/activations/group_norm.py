@@ -7,6 +7,7 @@ from .. import reference
 from ..catalogue import Catalogue
 from ..numerics import check_choice
 from ..partition import Partition
+from ..layer_call import LayerCall, REQUIRED
 from ..registry import Case, Spec, register
 from ..taxonomy import Area, AreaKind as A, Operation, OpKind as O, Recovery, RecoveryKind as R
 from ..standardize import Standardization
@@ -56,8 +57,6 @@ def group_norm(input, num_groups, weight=None, bias=None, eps=1e-5, *, affine="c
     """
     return _bind(input, num_groups, weight, bias, eps, affine=affine).forward()
 
-
-from ..layer_call import LayerCall, REQUIRED  # noqa: E402  (the layer= fact below)
 
 #: the layer fact: each case, num_groups groups of its features (3 of 4 in the table)
 _LAYER = LayerCall(lambda x, w, b, o: (x, o["num_groups"], w, b), weight=2, bias=3,

@@ -1,10 +1,9 @@
 """Group whitening (Huang et al. 2021): per sample, decorrelate groups of channels."""
 from __future__ import annotations
 
-import numpy as np
-
 from .. import reference
 from ..catalogue import Catalogue
+from ..layer_call import LayerCall, REQUIRED
 from ..registry import Case, Spec, register
 from ..taxonomy import Area, AreaKind as A, Operation, OpKind as O, Recovery, RecoveryKind as R
 from ._whitening import bind_group_whitening
@@ -51,8 +50,6 @@ def group_whitening(input, num_groups, weight=None, bias=None, eps=1e-5, *, T=5,
     return _bind(input, num_groups, weight, bias, eps, T=T, method=method,
                  evaluation=evaluation).forward()
 
-
-from ..layer_call import LayerCall, REQUIRED  # noqa: E402  (the layer= fact below)
 
 #: the layer fact: each case, num_groups groups of its features decorrelated (3 of 4 in the table)
 _LAYER = LayerCall(lambda x, w, b, o: (x, o["num_groups"], w, b), weight=2, bias=3,

@@ -6,6 +6,7 @@ import numpy as np
 from .. import reference
 from ..catalogue import Catalogue
 from ..partition import Partition
+from ..layer_call import LayerCall
 from ..registry import Case, Spec, register
 from ..taxonomy import Area, AreaKind as A, Operation, OpKind as O, Recovery, RecoveryKind as R
 from ..standardize import Standardization
@@ -71,8 +72,6 @@ def instance_norm(input, running_mean=None, running_var=None, weight=None, bias=
     return _bind(input, running_mean, running_var, weight, bias, use_input_stats,
                  momentum, eps).forward()
 
-
-from ..layer_call import LayerCall  # noqa: E402  (the layer= fact below)
 
 
 def _instance_view(N, F, o):

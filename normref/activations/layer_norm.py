@@ -8,6 +8,7 @@ import numpy as np
 from .. import reference
 from ..catalogue import Catalogue
 from ..partition import Partition
+from ..layer_call import LayerCall
 from ..registry import Case, Spec, register
 from ..taxonomy import Area, AreaKind as A, Operation, OpKind as O, Recovery, RecoveryKind as R
 from ..standardize import Standardization
@@ -81,8 +82,6 @@ def layer_norm(input, normalized_shape, weight=None, bias=None, eps=1e-5):
     """
     return _bind(input, normalized_shape, weight, bias, eps).forward()
 
-
-from ..layer_call import LayerCall  # noqa: E402  (the layer= fact below)
 
 #: the layer fact: each case over its features
 _LAYER = LayerCall(lambda x, w, b, o: (x, (x.shape[-1],), w, b), weight=2, bias=3)

@@ -13,6 +13,7 @@ import numpy as np
 
 from ..kernels import lrn as K
 from ..numerics import as_float64, check_choice, check_finite_scalar
+from ..layer_call import LayerCall, REQUIRED
 from ..registry import Case, Plan, Spec, register
 from ..taxonomy import Area, AreaKind as A, Operation, OpKind as O, Recovery, RecoveryKind as R
 from .. import reference as _reference
@@ -271,8 +272,6 @@ def local_response_norm(input, size, alpha=1e-4, beta=0.75, k=1.0, *, convention
     """
     return _bind(input, size, alpha, beta, k, convention=convention).forward()
 
-
-from ..layer_call import LayerCall, REQUIRED  # noqa: E402  (the layer= fact below)
 
 #: the layer fact: across the features (channels) at one position, a window of ``size``
 #: (3 in the table), torch's alpha, beta, k

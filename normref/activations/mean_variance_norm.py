@@ -9,6 +9,7 @@ from .. import reference
 from ..catalogue import Catalogue
 from ..numerics import check_choice
 from ..partition import Partition
+from ..layer_call import LayerCall
 from ..registry import Case, Spec, register
 from ..taxonomy import Area, AreaKind as A, Operation, OpKind as O, Recovery, RecoveryKind as R
 from ..standardize import Standardization
@@ -63,8 +64,6 @@ def mean_variance_norm(input, axes=(0, 2, 3), eps=1e-9, *, eps_placement="std"):
     """
     return _bind(input, axes, eps, eps_placement=eps_placement).forward()
 
-
-from ..layer_call import LayerCall  # noqa: E402  (the layer= fact below)
 
 #: the layer fact: per feature over the batch (``axes=(0,)``)
 _LAYER = LayerCall(lambda x, w, b, o: (x, o["axes"]), options={"axes": (0,)})

@@ -12,6 +12,7 @@ import numpy as np
 
 from ..kernels import normalize as K
 from ..numerics import as_float64, check_finite_scalar
+from ..layer_call import LayerCall
 from ..registry import Case, Plan, Spec, register
 from ..taxonomy import Area, AreaKind as A, Operation, OpKind as O, Recovery, RecoveryKind as R
 from .. import reference as _reference
@@ -242,8 +243,6 @@ def normalize(input, p=2.0, dim=1, eps=1e-12):
     """
     return _bind(input, p, dim, eps).forward()
 
-
-from ..layer_call import LayerCall  # noqa: E402  (the layer= fact below)
 
 #: the layer fact: each case scaled to unit Lp norm over its features (dim=1)
 _LAYER = LayerCall(lambda x, w, b, o: (x,), table={"dim": 1})

@@ -6,6 +6,7 @@ import numpy as np
 from .. import reference
 from ..catalogue import Catalogue
 from ..partition import Partition
+from ..layer_call import LayerCall
 from ..registry import Case, Spec, register
 from ..taxonomy import Area, AreaKind as A, Operation, OpKind as O, Recovery, RecoveryKind as R
 from ..standardize import Standardization
@@ -38,8 +39,6 @@ def positional_norm(input, eps=1e-5):
     """
     return _bind(input, eps).forward()
 
-
-from ..layer_call import LayerCall  # noqa: E402  (the layer= fact below)
 
 #: the layer fact: each case over its features (the channels of one position)
 _LAYER = LayerCall(lambda x, w, b, o: (x,))

@@ -5,6 +5,7 @@ import numpy as np
 
 from .. import reference
 from ..catalogue import Catalogue
+from ..layer_call import LayerCall
 from ..registry import Case, Spec, register
 from ..taxonomy import Area, AreaKind as A, Operation, OpKind as O, Recovery, RecoveryKind as R
 from ..standardize import Standardization
@@ -42,8 +43,6 @@ def rms_norm(input, normalized_shape, weight=None, eps=None):
     """
     return _bind(input, normalized_shape, weight, eps).forward()
 
-
-from ..layer_call import LayerCall  # noqa: E402  (the layer= fact below)
 
 #: the layer fact: each case over its features (a gain, no bias)
 _LAYER = LayerCall(lambda x, w, b, o: (x, (x.shape[-1],), w), weight=2)

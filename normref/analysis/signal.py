@@ -1,4 +1,4 @@
-r"""Gradient explosion in batch-normalized networks at initialization (theory.md item 8).
+r"""Gradient explosion in batch-normalized networks at initialization (docs/theory.md item 8).
 
 Yang, Pennington, Rao, Sohl-Dickstein & Schoenholz, "A Mean Field Theory of
 Batch Normalization", ICLR 2019 (arXiv:1902.08129): in a deep fully connected
@@ -42,7 +42,7 @@ fixed point the batch Gram matrix is isotropic on the centred subspace, so
 :math:`h` is :math:`\sigma_w^2 \operatorname{Var}[\mathrm{relu}(z)] =
 \sigma_w^2 (\pi-1)/(2\pi)` for standardized :math:`z`, the ReLU derivative
 halves the squared norm: :math:`\lambda = \tfrac12 \cdot 2\pi/(\pi-1)`.
-(theory.md quotes "~1.4674"; :math:`\pi/(\pi-1) = 1.466942\ldots`.)
+(A value "~1.4674" is sometimes quoted; :math:`\pi/(\pi-1) = 1.466942\ldots`.)
 
 Measurement (all derivatives through :mod:`normref.nets`, i.e. batch norm
 through :func:`normref.vjp`, exact, float64): for each seed, one network

@@ -137,7 +137,7 @@ def _fmt(values):
 
 def snd_claims(*, batch_sizes=(32, 64, 128, 256), group_sizes=(1, 4, 16), group_batch=64,
                Ts=(1, 3, 5, 7), seed=0, n_points=8, n_draws=48):
-    """Rows for theory.md item 10: the SND orderings, values in the claim text."""
+    """Rows for docs/theory.md item 10: the SND orderings, values in the claim text."""
     X = correlated_data(1024, 16, seed=seed)
     kw = dict(data=X, n_points=n_points, n_draws=n_draws, seed=seed)
     rows = []

@@ -11,6 +11,7 @@ import numpy as np
 
 from ..kernels import weight_norm as K
 from ..numerics import as_float64
+from ..layer_call import LayerCall
 from ..registry import Case, Plan, Spec, register
 from ..taxonomy import Area, AreaKind as A, Operation, OpKind as O, Recovery, RecoveryKind as R
 from .. import reference as _reference
@@ -216,8 +217,6 @@ def weight_norm(v, g, dim=0):
     """
     return _bind(v, g, dim).forward()
 
-
-from ..layer_call import LayerCall  # noqa: E402  (the layer= fact below)
 
 
 def _layer_args(W, w, b, o):

@@ -34,7 +34,7 @@ Conventions
   :math:`\mathrm{vec}(W)` is approximated by a Kronecker product of
   :math:`A = \mathbb{E}[a a^\top]` and :math:`B = \mathbb{E}[\delta\delta^\top]`,
   :math:`\delta = \partial \ell / \partial s`.  With NumPy's row-major
-  ``W.ravel()`` the block is ``np.kron(B, A)``; theory.md writes
+  ``W.ravel()`` the block is ``np.kron(B, A)``; docs/theory.md writes
   :math:`A \otimes B`, the same matrix up to a permutation (same spectrum).
 
 Condition numbers
@@ -55,13 +55,13 @@ is treated one of two ways, always stated in the report:
   about :math:`10^6` times float64 round-off relative to the largest
   eigenvalue);
 * ``null_space=U`` (columns spanning a subspace, e.g. ``w`` for a
-  scale-invariant loss, theory.md item 1): the matrix is restricted to the
+  scale-invariant loss, docs/theory.md item 1): the matrix is restricted to the
   orthogonal complement :math:`Q^\top M Q` (``Q`` an orthonormal basis of
   :math:`U^\perp`) and, by default, nothing else is excluded
   (``rtol = 0``: only exact zeros), so a direction the caller forgot shows
   up as a huge :math:`\kappa`.
 
-Scale invariance (theory.md item 1): if :math:`L(a w) = L(w)` then
+Scale invariance (docs/theory.md item 1): if :math:`L(a w) = L(w)` then
 :math:`w^\top \nabla L(w) = 0` and :math:`\nabla^2 L(w)\, w = -\nabla L(w)`,
 so the quadratic form vanishes along :math:`w` (:math:`w^\top H w = 0`) but
 :math:`H w = 0` only at a critical point; the Gauss-Newton and Fisher
@@ -74,7 +74,7 @@ Modules, by job:
 * :mod:`~normref.analysis.curvature.matrices` -- Hessian, Gauss-Newton,
   Fisher, K-FAC, operators;
 * :mod:`~normref.analysis.curvature.condition` -- :func:`condition_number`;
-* :mod:`~normref.analysis.curvature.input_conditioning` -- theory.md item 6;
+* :mod:`~normref.analysis.curvature.input_conditioning` -- docs/theory.md item 6;
 * :mod:`~normref.analysis.curvature.scale_invariance` -- item 1 (curvature);
 * :mod:`~normref.analysis.curvature.normalization_fisher` -- normalization vs
   the Fisher condition number.
@@ -120,7 +120,7 @@ __all__ = [
 
 @register_claims("curvature")
 def curvature_claims():
-    """All curvature rows: theory.md item 6, the curvature half of item 1, and
+    """All curvature rows: docs/theory.md item 6, the curvature half of item 1, and
     the normalization-vs-Fisher comparison (deterministic seeds)."""
     rows = input_conditioning_claims()
     rows += scale_invariant_curvature_claims(batch_norm_unit, "batch_norm")

@@ -1,4 +1,4 @@
-r"""Input conditioning (theory.md item 6, LeCun et al. 1998): the Hessian of a
+r"""Input conditioning (docs/theory.md item 6, LeCun et al. 1998): the Hessian of a
 linear unit is the inputs' second moment, so a mean or an anisotropic
 covariance raises its condition number; centering, batch-normalizing and
 whitening the inputs lower it; K-FAC factors multiply condition numbers.
@@ -55,7 +55,7 @@ _KFAC = "Martens & Grosse 2015, K-FAC (arXiv:1503.05671); LeCun et al. 1998"
 
 def input_conditioning_claims(configs=((2, 1.0), (8, 0.5), (16, 2.0), (32, 1.0)), *,
                               predict=lambda d, m: 1.0 + d * m * m, n=256, seed=0):
-    r"""Rows for theory.md item 6 (LeCun et al. 1998, "Efficient BackProp").
+    r"""Rows for docs/theory.md item 6 (LeCun et al. 1998, "Efficient BackProp").
 
     A linear unit :math:`\hat y = w^\top x` with the mean squared loss
     :math:`L = \frac1{2N}\sum (w^\top x_n - y_n)^2` has the exact Hessian

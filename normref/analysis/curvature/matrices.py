@@ -146,7 +146,7 @@ def kfac_factors(a, delta, *, bias=False):
 def kfac_block(A, B):
     r"""The K-FAC Fisher block of row-major ``vec(W)``: ``np.kron(B, A)``.
 
-    (:math:`A \otimes B` in theory.md is the same matrix for column-major
+    (:math:`A \otimes B` in docs/theory.md is the same matrix for column-major
     vec; both have the eigenvalues :math:`\alpha_i \beta_j`.)
     """
     return np.kron(np.asarray(B, dtype=np.float64), np.asarray(A, dtype=np.float64))

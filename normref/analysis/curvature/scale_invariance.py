@@ -1,4 +1,4 @@
-r"""Curvature of a scale-invariant unit (the curvature half of theory.md
+r"""Curvature of a scale-invariant unit (the curvature half of docs/theory.md
 item 1): along the weight vector the Hessian's quadratic form vanishes, the
 Gauss-Newton matrix is exactly singular, and its condition number is taken on
 the orthogonal complement of ``w``.
@@ -39,7 +39,7 @@ def weight_norm_unit(X, w):
 
 def scale_invariant_curvature_claims(unit=batch_norm_unit, name="batch_norm", *, N=32,
                                      d=6, seed=1):
-    r"""Curvature rows of theory.md item 1 for a weight vector ``w`` feeding a
+    r"""Curvature rows of docs/theory.md item 1 for a weight vector ``w`` feeding a
     scale-invariant unit.
 
     Model: :math:`z = \mathrm{unit}(X, w) \odot a` (per-sample outputs),

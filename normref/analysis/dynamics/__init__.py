@@ -1,4 +1,4 @@
-r"""Training dynamics of scale-invariant weights (theory.md items 3, 4, 5).
+r"""Training dynamics of scale-invariant weights (docs/theory.md items 3, 4, 5).
 
 A weight vector :math:`w \in \mathbb{R}^d` that feeds a normalizer gives a
 *scale-invariant* loss, :math:`L(a w) = L(w)` for :math:`a > 0`.  Then

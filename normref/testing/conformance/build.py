@@ -38,7 +38,7 @@ __all__ = ["Adversarial", "ADVERSARIAL", "ROWS_NOT_CASES", "RANDOM_SEEDS", "ADVE
 RANDOM_SEEDS = 3
 ADVERSARIAL_SEEDS = 1
 
-#: adversarial.md rows that are not comparison cases, and why
+#: docs/adversarial.md rows that are not comparison cases, and why
 ROWS_NOT_CASES = {
     "3": "constant group with eps = 0: normref raises ValueError (0/0) by design; "
          "there is no number to compare with",

@@ -23,7 +23,7 @@ class ConformCase(Case):
 
     ``id``           -- ``"<normalizer>/<variant>/s<seed>"``, rebuilt by :func:`case_from_id`;
     ``name``         -- the registered normalizer;
-    ``row``          -- the adversarial.md row (``"1"``, ``"2"``, ...) or None;
+    ``row``          -- the docs/adversarial.md row (``"1"``, ``"2"``, ...) or None;
     ``conventions``  -- the convention keywords an adapter applied (reports, exports);
     ``dtype``        -- the dtype the float arguments are representable in
                         (set by :func:`round_to`; ``"float64"`` for a raw case).
