@@ -60,7 +60,6 @@ def _names(names, known, arg):
 
 def _catalogued():
     """The normalizers the conformance catalogue has cases for (what conform / export take)."""
-    from .registry import REGISTRY
     from .testing import conformance
 
     return conformance.catalogued()
