@@ -244,3 +244,19 @@ def test_serial_numba_restores_thread_count():
     with D.serial_numba():
         assert numba.get_num_threads() == 1
     assert numba.get_num_threads() == before
+
+
+def test_claims_on_a_users_loss_are_labelled_as_such():
+    """A claim computed from the caller's loss_grad names that loss, not normref's problem."""
+    from normref.analysis.dynamics import losses, norm_growth_claim
+
+    default_loss, _ = losses.make_problem("batch_norm", seed=0)
+
+    def my_loss(w, batch=None):
+        return default_loss(w, batch)
+
+    mine = norm_growth_claim(loss_grad=my_loss, steps=20)
+    ours = norm_growth_claim(steps=20)
+    assert mine.id == "item3.norm_growth.user.my_loss" and "user's loss my_loss" in mine.claim
+    assert ours.id == "item3.norm_growth.batch_norm" and "user" not in ours.claim
+    assert mine.measured == ours.measured  # the same function: the same run

@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..claims import Claim
-from .losses import make_problem, random_batches
+from .losses import make_problem, random_batches, subject
 from .sgd import _serial, li_arora_schedule, sgd
 
 __all__ = ["SRC_LI_ARORA", "exponential_lr_claim"]
@@ -41,6 +41,7 @@ def exponential_lr_claim(kind="batch_norm", *, loss_grad=None, w0=None, lr=0.1,
     :math:`\max_t \lVert w_t - q^t\tilde w_t\rVert / \lVert w_t\rVert`,
     predicted 0, tolerance 1e-10 (rounding, amplified by the dynamics).
     """
+    key, text = subject(kind, loss_grad)
     default_loss, w_init = make_problem(kind, N=N, seed=seed)
     loss_grad = default_loss if loss_grad is None else loss_grad
     w0 = w_init if w0 is None else np.asarray(w0, dtype=np.float64)
@@ -52,8 +53,8 @@ def exponential_lr_claim(kind="batch_norm", *, loss_grad=None, w0=None, lr=0.1,
     scale = q ** np.arange(steps + 1)
     err = np.linalg.norm(a.w - scale[:, None] * b.w, axis=1) / np.linalg.norm(a.w, axis=1)
     return Claim(
-        id=f"item4.exponential_lr.{kind}",
-        claim=(f"SGD(lr={lr}, wd={weight_decay}) on a {kind} loss = (1-lr wd)^t x "
+        id=f"item4.exponential_lr.{key}",
+        claim=(f"SGD(lr={lr}, wd={weight_decay}) on {text} = (1-lr wd)^t x "
                f"SGD(lr_t = {'lr (1-lr wd)^(-2t-1)' if schedule is None else 'a given schedule'}, "
                f"wd=0), same {steps} batches of "
                f"{batch_size}/{N} (max relative distance; final lr_t {b.lr[-1]:.4g})"),

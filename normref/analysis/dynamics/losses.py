@@ -13,7 +13,7 @@ from ...activations.layer_norm import layer_norm
 from ...autodiff import vjp
 from ...weights.weight_norm import weight_norm
 
-__all__ = ["LOSS_KINDS", "make_loss", "make_problem", "random_batches"]
+__all__ = ["LOSS_KINDS", "make_loss", "make_problem", "random_batches", "subject"]
 
 #: losses :func:`make_loss` builds; all but ``"none"`` are scale-invariant in w
 LOSS_KINDS = ("batch_norm", "layer_norm", "weight_norm", "angle", "none")
@@ -138,3 +138,13 @@ def random_batches(N, batch_size, steps, seed=0):
     """``steps`` index arrays, each a random ``batch_size``-subset of ``range(N)``."""
     rng = np.random.default_rng(seed)
     return [rng.choice(N, size=batch_size, replace=False) for _ in range(steps)]
+
+
+def subject(kind, loss_grad):
+    """``(id part, text)`` naming what a claim was computed on: normref's problem of ``kind``,
+    or -- when the caller passed ``loss_grad`` -- the user's loss, labelled as such (the
+    prediction then holds only if that loss is scale invariant)."""
+    if loss_grad is None:
+        return kind, f"a {kind} scale-invariant loss"
+    name = getattr(loss_grad, "__name__", type(loss_grad).__name__)
+    return f"user.{name}", f"the user's loss {name} (loss_grad given; not a normref problem)"

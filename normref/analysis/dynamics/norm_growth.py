@@ -8,7 +8,7 @@ import math
 import numpy as np
 
 from ..claims import Claim
-from .losses import make_problem, random_batches
+from .losses import make_problem, random_batches, subject
 from .sgd import _serial, angular_updates, sgd
 
 __all__ = ["SRC_NORM_GROWTH", "norm_growth_claim", "effective_lr_claim"]
@@ -47,8 +47,10 @@ def norm_growth_claim(kind="batch_norm", *, loss_grad=None, w0=None, lr=0.5, ste
     steps from a unit-norm start; measured: :math:`\max_t |\lVert w_{t+1}\rVert^2 - \lVert w_t\rVert^2 -
     \eta^2 \lVert g_t\rVert^2| / \lVert w_{t+1}\rVert^2`, predicted 0 (exact
     because :math:`\langle w_t, g_t\rangle = 0`); tolerance 1e-12 (rounding).
-    ``loss_grad`` overrides the loss built from ``kind``.
+    ``loss_grad`` overrides the loss built from ``kind`` (the claim's id and text then
+    name the user's loss, see :func:`subject`).
     """
+    key, text = subject(kind, loss_grad)
     loss_grad, w0 = _kind_problem(kind, loss_grad, w0, seed)
     batches = _item3_batches(N, batch_size, steps, seed)
     tr = sgd(loss_grad, w0, lr=lr, steps=steps, batches=batches)
@@ -56,8 +58,8 @@ def norm_growth_claim(kind="batch_norm", *, loss_grad=None, w0=None, lr=0.5, ste
     pred = n2[:-1] + lr ** 2 * np.sum(tr.g ** 2, axis=1)
     resid = float(np.max(np.abs(n2[1:] - pred) / n2[1:]))
     return Claim(
-        id=f"item3.norm_growth.{kind}",
-        claim=(f"{_item3_alg(batch_size, N)} without weight decay on a {kind} scale-invariant loss: "
+        id=f"item3.norm_growth.{key}",
+        claim=(f"{_item3_alg(batch_size, N)} without weight decay on {text}: "
                f"|w_t+1|^2 = |w_t|^2 + lr^2 |g_t|^2 (max relative residual over {steps} steps; "
                f"|w| grows {math.sqrt(n2[0]):.4g} -> {math.sqrt(n2[-1]):.4g})"),
         source=SRC_NORM_GROWTH, predicted=0.0, measured=resid, tolerance=tolerance,
@@ -82,6 +84,7 @@ def effective_lr_claim(kind="batch_norm", *, loss_grad=None, w0=None, lr=0.5, st
     is stochastic: full-batch GD converges on the sphere and its vanishing
     steps would measure rounding, not the identity.
     """
+    key, text = subject(kind, loss_grad)
     loss_grad, w0 = _kind_problem(kind, loss_grad, w0, seed)
     batches = _item3_batches(N, batch_size, steps, seed)
     tr = sgd(loss_grad, w0, lr=lr, steps=steps, batches=batches)
@@ -95,8 +98,8 @@ def effective_lr_claim(kind="batch_norm", *, loss_grad=None, w0=None, lr=0.5, st
     pred = eta_eff * g_unit
     resid = float(np.max(np.abs(np.tan(delta) - pred) / np.maximum(pred, 1e-300)))
     return Claim(
-        id=f"item3.effective_lr.{kind}",
-        claim=(f"{_item3_alg(batch_size, N)} on a {kind} scale-invariant loss: tan(angle(w_t, w_t+1)) = "
+        id=f"item3.effective_lr.{key}",
+        claim=(f"{_item3_alg(batch_size, N)} on {text}: tan(angle(w_t, w_t+1)) = "
                f"lr/|w_t|^2 * |grad L(w_t/|w_t|)| (max relative residual over {steps} steps; "
                f"eta_eff {eta_eff[0]:.4g} -> {eta_eff[-1]:.4g})"),
         source=SRC_NORM_GROWTH, predicted=0.0, measured=resid, tolerance=tolerance,
