@@ -13,7 +13,9 @@ Each measure is an error relative to the scale of the rounding the quantity
 can carry, next to its tolerance (both from :mod:`normref.tolerance`, the rule
 the conformance judge uses too); the table prints, per normalizer, the
 worst error of each check and exits non-zero if any exceeds its tolerance.
-The test-suite asserts the same measures (tests/test_registry.py).
+The measures live in :mod:`normref.verification` (re-exported here); this
+module prints them.  The test-suite asserts the same measures
+(tests/test_registry.py).
 """
 from __future__ import annotations
 
@@ -23,176 +25,11 @@ import time
 
 import numpy as np
 
-from . import autodiff
 from .registry import REGISTRY
-from .tolerance import (DERIVATIVE_ULPS, EPS, FORWARD_ULPS, case_cond, cond,  # noqa: F401
-                        rounding_scale as _rounding_scale, tolerance)
-
-#: finite-difference tolerances (relative, and the absolute floor of a cancelled direction)
-FD_RTOL = 1e-6
-FD_ATOL = 1e-9
-
-
-def differentiable_slots(spec, case):
-    """Positions of the differentiable array arguments of this call."""
-    _, _, slots = autodiff.bind(spec.function, *case.fresh_args(), **case.kwargs)
-    return [i for i, s in enumerate(slots) if s is not None]
-
-
-def reference_jvp(f, x, t):
-    """Forward-mode derivative of the reference ``f`` at ``x`` along ``t``.
-
-    autograd's forward mode where it has the rules; otherwise (``eigh`` has
-    no JVP rule) ``J t`` assembled row by row from reverse-mode VJPs of the
-    unit cotangents.
-    """
-    import autograd
-
-    try:
-        return autograd.make_jvp(f)(x)(t)[1]
-    except NotImplementedError:
-        # one reverse pass per output element: (J t)_i = <J^T e_i, t>.  (Not
-        # reverse-over-reverse: differentiating autograd's eigh rule again
-        # squares its 1 / (l_i - l_j) sensitivity.)
-        pullback, y = autograd.make_vjp(f)(x)
-        y = np.asarray(y)
-        out = np.empty(y.size)
-        e = np.zeros(y.size)
-        for i in range(y.size):
-            e[i] = 1.0
-            out[i] = float(np.sum(np.asarray(pullback(e.reshape(y.shape))) * t))
-            e[i] = 0.0
-        return out.reshape(y.shape)
-
-
-def reference_of(spec, case, i):
-    """The reference as a function of positional argument ``i`` alone."""
-
-    def f(a):
-        args = list(case.fresh_args())
-        args[i] = a
-        return spec.reference(*args, **case.kwargs)
-
-    return f
-
-
-def rounding_scale(spec, case, k, vec, transpose):
-    """Size of the rounding a VJP (``transpose``) or JVP along ``vec`` can carry:
-    the largest entry of :func:`normref.tolerance.rounding_scale` for the dense
-    Jacobian of slot ``k``, with the floor of cancelling intermediate terms
-    (the reference's textbook formulas have them for every normalizer), and at
-    least 1e-300.
-    """
-    J = autodiff.jacobian(spec.function, *case.fresh_args(), wrt=k, **case.kwargs)
-    y = np.asarray(spec.function(*case.fresh_args(), **case.kwargs))
-    t = _rounding_scale(J, vec, y, case.args[0], transpose=transpose, floor=True)
-    return max(float(np.max(t, initial=0)), 1e-300)
-
-
-def _ratio(err, scale):
-    return float(err) / scale if scale > 0 else (0.0 if err == 0 else math.inf)
-
-
-def forward_error(spec, case):
-    """(relative error, tolerance) of the forward against the reference."""
-    y = spec.function(*case.fresh_args(), **case.kwargs)
-    yr = spec.reference(*case.fresh_args(), **case.kwargs)
-    if np.shape(y) != np.shape(yr) or y.dtype != np.float64:
-        return math.inf, 0.0
-    scale = max(1.0, float(np.max(np.abs(yr), initial=0)))
-    err = float(np.max(np.abs(y - yr), initial=0))
-    return _ratio(err, scale), tolerance("forward", case_cond(spec, case), EPS)
-
-
-def vjp_error(spec, case, rng):
-    """(worst relative error over slots, tolerance) of the VJP against autograd."""
-    import autograd
-
-    y, pullback = autodiff.vjp(spec.function, *case.fresh_args(), **case.kwargs)
-    dy = rng.standard_normal(y.shape)
-    grads = pullback(dy)
-    worst = 0.0
-    for k in differentiable_slots(spec, case):
-        ref = autograd.make_vjp(reference_of(spec, case, k))(case.args[k])[0](dy)
-        err = float(np.max(np.abs(grads[k] - ref), initial=0))
-        worst = max(worst, _ratio(err, rounding_scale(spec, case, k, dy, True)))
-    return worst, tolerance("backward", case_cond(spec, case), EPS)
-
-
-def jvp_error(spec, case, rng):
-    """(relative error, tolerance) of the JVP (all slots at once) against autograd."""
-    slots = differentiable_slots(spec, case)
-    tangents = [None] * len(case.args)
-    for k in slots:
-        tangents[k] = rng.standard_normal(np.shape(case.args[k]))
-    y, ty = autodiff.jvp(spec.function, case.fresh_args(), tangents, **case.kwargs)
-    expected = np.zeros(y.shape)
-    scale = 0.0
-    for k in slots:
-        expected = expected + reference_jvp(reference_of(spec, case, k), case.args[k], tangents[k])
-        scale += rounding_scale(spec, case, k, tangents[k], False)
-    err = float(np.max(np.abs(ty - expected), initial=0))
-    return _ratio(err, scale), tolerance("backward", case_cond(spec, case), EPS)
-
-
-def jacobian_error(spec, case):
-    """(relative error, tolerance) of the dense Jacobians against stacked VJPs."""
-    y, pullback = autodiff.vjp(spec.function, *case.fresh_args(), **case.kwargs)
-    worst = 0.0
-    for k in differentiable_slots(spec, case):
-        J = autodiff.jacobian(spec.function, *case.fresh_args(), wrt=k, **case.kwargs)
-        if J.shape != y.shape + np.shape(case.args[k]):
-            return math.inf, 0.0
-        rows = []
-        for j in range(y.size):
-            e = np.zeros(y.size)
-            e[j] = 1.0
-            rows.append(pullback(e.reshape(y.shape))[k].ravel())
-        stacked = np.array(rows).reshape(J.shape)
-        scale = max(1.0, float(np.abs(stacked).max(initial=0)))
-        worst = max(worst, _ratio(np.abs(J - stacked).max(initial=0), scale))
-    return worst, 1e-12
-
-
-def fd_errors(spec, case, rng):
-    """((vjp-fd, tol), (jvp-fd, tol)): dot-product tests against finite differences.
-
-    The error of a direction is ``|a - fd| / (scale + FD_ATOL / FD_RTOL)`` with
-    the Cauchy-Schwarz scale of :func:`normref.testing.check_vjp`, so that it
-    is below ``FD_RTOL`` exactly when ``|a - fd| <= FD_ATOL + FD_RTOL * scale``:
-    the absolute floor covers directions whose exact derivative cancels to
-    ~0 (a group of two values), where neither side can carry relative accuracy.
-    """
-    from .testing import check_vjp
-
-    args = case.fresh_args()
-    if np.asarray(args[0]).size == 0:
-        return (0.0, FD_RTOL), (0.0, FD_RTOL)
-    res = check_vjp(spec.function, *args, rng=rng, raise_exception=False, rtol=FD_RTOL,
-                    atol=FD_ATOL, **case.kwargs)
-    worst = {"vjp": 0.0, "jvp": 0.0}
-    for rec in res.directions:
-        denom = rec["scale"] + FD_ATOL / FD_RTOL
-        for k in worst:
-            err = abs(rec[k] - rec["fd"])
-            worst[k] = max(worst[k], err / denom if np.isfinite(err) else math.inf)
-    return (worst["vjp"], FD_RTOL), (worst["jvp"], FD_RTOL)
-
-
-CHECKS = ("forward", "vjp", "jvp", "jacobian", "vjp-fd", "jvp-fd")
-
-
-def check_case(spec, case, seed=0):
-    """{check: (error, tolerance)} for one case."""
-    rng = np.random.default_rng(seed)
-    out = {
-        "forward": forward_error(spec, case),
-        "vjp": vjp_error(spec, case, rng),
-        "jvp": jvp_error(spec, case, rng),
-        "jacobian": jacobian_error(spec, case),
-    }
-    out["vjp-fd"], out["jvp-fd"] = fd_errors(spec, case, rng)
-    return out
+from .tolerance import DERIVATIVE_ULPS, FORWARD_ULPS  # noqa: F401
+from .verification import (CHECKS, FD_ATOL, FD_RTOL, check_case, cond, case_cond,  # noqa: F401
+                           differentiable_slots, fd_errors, forward_error, jacobian_error,
+                           jvp_error, reference_jvp, reference_of, rounding_scale, vjp_error)
 
 
 def run(names=None, seed=0, out=print):
