@@ -117,8 +117,15 @@ def _output_dir(path, arg):
 def _cmd_list(args):
     from .registry import REGISTRY
 
-    rows = [(n, s.family, s.nap, s.nop, s.nrr) for n, s in sorted(REGISTRY.items())]
-    heads = ("name", "family", "NAP (statistics over)", "NOP (operation)", "NRR (recovery)")
+    def traits(s):  # the taxonomy's data, as the suites query it
+        return " ".join(t for t, on in (("centres", s.centres), ("batch", s.batch_axis),
+                                        ("whitens", s.whitening), ("running", s.running_state))
+                        if on) or "-"
+
+    rows = [(n, s.family, s.nap.kind.value, s.nop.kind.value, "+".join(k.value for k in s.nrr.kinds),
+             traits(s), s.nap, s.nop, s.nrr) for n, s in sorted(REGISTRY.items())]
+    heads = ("name", "family", "NAP", "NOP", "NRR", "traits", "statistics over", "operation",
+             "recovery")
     widths = [max(len(str(r[i])) for r in rows + [heads]) for i in range(len(heads))]
     print("  ".join(h.ljust(w) for h, w in zip(heads, widths)))
     for r in rows:

@@ -63,6 +63,12 @@ def test_list_prints_the_taxonomy(capsys):
     for name in normref.REGISTRY:
         assert name in out
     assert "NAP" in out and "NOP" in out and "NRR" in out
+    lines = {ln.split()[0]: ln for ln in out.splitlines()[1:]}
+    for name, spec in normref.REGISTRY.items():  # the data columns are the Spec's, queried
+        cols = lines[name].split()
+        assert cols[2] == spec.nap.kind.value.split()[0] and cols[3] == spec.nop.kind.value
+        assert ("centres" in lines[name]) == spec.centres
+    assert "renorm+affine" in lines["batch_renorm"] and "whitens" in lines["zca_whitening"]
 
 
 @pytest.mark.slow
