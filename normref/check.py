@@ -26,7 +26,7 @@ import time
 import numpy as np
 
 from .registry import REGISTRY
-from .tolerance import DERIVATIVE_ULPS, FORWARD_ULPS  # noqa: F401
+from .tolerance import DERIVATIVE_ULPS, EPS, FORWARD_ULPS, tolerance  # noqa: F401
 from .verification import (CHECKS, FD_ATOL, FD_RTOL, check_case, cond, case_cond,  # noqa: F401
                            differentiable_slots, fd_errors, forward_error, jacobian_error,
                            jvp_error, reference_jvp, reference_of, rounding_scale, vjp_error)
