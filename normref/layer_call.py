@@ -30,7 +30,7 @@ from typing import Any, Callable, Mapping
 
 import numpy as np
 
-__all__ = ["LayerCall", "REQUIRED", "TABLE_CASES", "TABLE_FEATURES", "FORMS"]
+__all__ = ["LayerCall", "REQUIRED", "TABLE_CASES", "TABLE_FEATURES", "FORMS", "channels_view"]
 
 #: geometry of the invariance table (normref.analysis.invariance): the cases of a batch
 TABLE_CASES = 8
@@ -47,6 +47,20 @@ class _Required:
 
 #: default of an option the caller must give (``Norm("group_norm")`` without num_groups)
 REQUIRED = _Required()
+
+
+def channels_view(who):
+    """A ``view`` for per-(sample, channel) statistics (instance norm, FRN): the F features
+    as the option ``channels`` channels of F / channels positions, ``(N, c, F / c)``."""
+
+    def view(N, F, o):
+        c = o["channels"]
+        if not isinstance(c, int) or isinstance(c, bool) or c < 1 or F % c:
+            raise ValueError(f"{who} layer: channels={c!r} must be a positive int dividing "
+                             f"the {F} features")
+        return (N, c, F // c)
+
+    return view
 
 
 class LayerCall:

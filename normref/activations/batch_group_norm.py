@@ -55,15 +55,8 @@ _LAYER = LayerCall(lambda x, w, b, o: (x, o["num_groups"], w, b), weight=2, bias
 def _strategy(draw, h):
     """Hypothesis draw of a call (``Spec.strategy``): C = G x per, at least two values
     per (batch, group)."""
-    st = h.st
-    N = draw(st.integers(1, 3))
-    G = draw(st.integers(1, 4))
-    per = draw(st.integers(1, 3))
-    C = G * per
-    spatial = draw(h.shapes(0, 2, max_side=4, max_size=max(1, h.MAX_SIZE // (N * C))))
-    if N * per * h.prod(spatial) < 2:
-        N = 2
-    x = h.data(draw, (N, C) + tuple(spatial))
+    N, G, C, spatial = h.channel_groups(draw, over_batch=True)
+    x = h.data(draw, (N, C) + spatial)
     w, b = h.affine(draw, (C,))
     return (x, G, w, b), {"eps": draw(h.eps_values())}
 

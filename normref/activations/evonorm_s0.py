@@ -86,14 +86,8 @@ def _strategy(draw, h):
     """Hypothesis draw of a call (``Spec.strategy``): C = G x per, at least two values
     per group, v per channel or None."""
     st = h.st
-    N = draw(st.integers(1, 3))
-    G = draw(st.integers(1, 4))
-    per = draw(st.integers(1, 3))
-    C = G * per
-    spatial = draw(h.shapes(0, 2, max_side=4, max_size=max(1, h.MAX_SIZE // (N * C))))
-    if per * h.prod(spatial) < 2:
-        spatial = spatial + (2,) if not spatial else (spatial[0] + 1,) + spatial[1:]
-    x = h.data(draw, (N, C) + tuple(spatial))
+    N, G, C, spatial = h.channel_groups(draw)
+    x = h.data(draw, (N, C) + spatial)
     w, b = h.affine(draw, (C,))
     v = draw(st.one_of(st.none(), h.float_arrays((C,), scale=2.0)))
     return (x, G, w, b, v), {"eps": draw(h.eps_values())}

@@ -9,7 +9,7 @@ from ..partition import Partition
 from ..recovery import Threshold, channel_shape
 from ..reference.filter_response_norm import filter_response_norm as _reference
 from ..catalogue import Catalogue
-from ..layer_call import LayerCall
+from ..layer_call import LayerCall, channels_view
 from ..registry import Case, Spec, register
 from ..standardize import Standardization
 from ..taxonomy import Area, AreaKind as A, Operation, OpKind as O, Recovery, RecoveryKind as R
@@ -69,18 +69,10 @@ def filter_response_norm(input, weight=None, bias=None, tau=None, eps=1e-6):
     return _bind(input, weight, bias, tau, eps).forward()
 
 
-def _frn_view(N, F, o):
-    c = o["channels"]
-    if not isinstance(c, int) or isinstance(c, bool) or c < 1 or F % c:
-        raise ValueError(f"filter_response_norm layer: channels={c!r} must be a positive int "
-                         f"dividing the {F} features")
-    return (N, c, F // c)
-
-
 #: the layer fact: the features viewed as ``channels`` channels of F / channels positions
 #: (one channel by default; the table's 3 channels of 4), optional TLU threshold tau
 _LAYER = LayerCall(lambda x, w, b, o: (x, w, b, o["tau"]), weight=1, bias=2,
-                   view=_frn_view, options={"channels": 1, "tau": None}, table={"channels": 3})
+                   view=channels_view("filter_response_norm"), options={"channels": 1, "tau": None}, table={"channels": 3})
 
 
 def _strategy(draw, h):

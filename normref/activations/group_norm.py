@@ -67,15 +67,8 @@ def _strategy(draw, h):
     """Hypothesis draw of a call (``Spec.strategy``): C = G x per, at least two values
     per group, per-channel or per-group affine."""
     st = h.st
-    N = draw(st.integers(1, 3))
-    G = draw(st.integers(1, 4))
-    per = draw(st.integers(1, 3))
-    C = G * per
-    spatial = draw(h.shapes(0, 2, max_side=4, max_size=max(1, h.MAX_SIZE // (N * C))))
-    if per * h.prod(spatial) < 2:
-        spatial = spatial + (2,) if not spatial else (spatial[0] + 1,) + spatial[1:]
-    shape = (N, C) + tuple(spatial)
-    x = h.data(draw, shape)
+    N, G, C, spatial = h.channel_groups(draw)
+    x = h.data(draw, (N, C) + spatial)
     affine = draw(st.sampled_from(["channel", "group"]))
     w, b = h.affine(draw, (C,) if affine == "channel" else (G,))
     kwargs = {"eps": draw(h.eps_values())}

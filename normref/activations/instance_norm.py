@@ -6,7 +6,7 @@ import numpy as np
 from .. import reference
 from ..catalogue import Catalogue
 from ..partition import Partition
-from ..layer_call import LayerCall
+from ..layer_call import LayerCall, channels_view
 from ..registry import Case, Spec, register
 from ..taxonomy import Area, AreaKind as A, Operation, OpKind as O, Recovery, RecoveryKind as R
 from ..standardize import Standardization
@@ -74,18 +74,10 @@ def instance_norm(input, running_mean=None, running_var=None, weight=None, bias=
 
 
 
-def _instance_view(N, F, o):
-    c = o["channels"]
-    if not isinstance(c, int) or isinstance(c, bool) or c < 1 or F % c:
-        raise ValueError(f"instance_norm layer: channels={c!r} must be a positive int dividing "
-                         f"the {F} features")
-    return (N, c, F // c)
-
-
 #: the layer fact: the features viewed as ``channels`` channels of F / channels positions
 #: (one channel by default; the table's 3 channels of 4)
 _LAYER = LayerCall(lambda x, w, b, o: (x, None, None, w, b, True), weight=3, bias=4,
-                   view=_instance_view, options={"channels": 1}, table={"channels": 3})
+                   view=channels_view("instance_norm"), options={"channels": 1}, table={"channels": 3})
 
 
 def _strategy(draw, h):

@@ -197,6 +197,23 @@ def spd(rng, d, ridge=1.0):
     return a @ a.T / d + ridge * np.eye(d)
 
 
+def channel_groups(draw, over_batch=False):
+    """``(N, G, C, spatial)`` of a grouped-channel call: G groups of C / G channels, at least
+    two values per statistics group -- per (n, g) (group norm; the spatial shape grows), or,
+    ``over_batch``, per g over the batch (batch-group norm; N grows)."""
+    N = draw(st.integers(1, 3))
+    G = draw(st.integers(1, 4))
+    per = draw(st.integers(1, 3))
+    C = G * per
+    spatial = tuple(draw(shapes(0, 2, max_side=4, max_size=max(1, MAX_SIZE // (N * C)))))
+    if over_batch:
+        if N * per * math.prod(spatial) < 2:
+            N = 2
+    elif per * math.prod(spatial) < 2:
+        spatial = spatial + (2,) if not spatial else (spatial[0] + 1,) + spatial[1:]
+    return N, G, C, spatial
+
+
 def batch_whitening(draw, iterative=False):
     """A call of a batch-whitening normalizer ``(x, rm, rc, w, b), kwargs``.
 
@@ -241,13 +258,13 @@ def batch_whitening(draw, iterative=False):
 #: ``h.st.booleans``, ...); strategies (draw them with ``draw(...)``): ``shapes``,
 #: ``group_counts``, ``eps_values``, ``offsets``, ``scales``, ``float_arrays``,
 #: ``positive_arrays``; draws (call them with ``draw`` first): ``affine``, ``data``,
-#: ``running_stats``, ``layer_like``, ``batch_whitening``; ``spd(rng, d)`` a
+#: ``running_stats``, ``layer_like``, ``batch_whitening``, ``channel_groups``; ``spd(rng, d)`` a
 #: matrix; ``MAX_SIZE`` the element budget; ``prod`` = math.prod.
 HELPERS = types.SimpleNamespace(
     st=st, MAX_SIZE=MAX_SIZE, prod=math.prod, shapes=shapes, group_counts=group_counts, eps_values=eps_values,
     offsets=offsets, scales=scales, float_arrays=float_arrays, positive_arrays=positive_arrays,
     affine=affine, data=data, running_stats=running_stats, layer_like=layer_like, spd=spd,
-    batch_whitening=batch_whitening,
+    batch_whitening=batch_whitening, channel_groups=channel_groups,
 )
 
 
