@@ -12,7 +12,19 @@ import math
 from dataclasses import asdict, dataclass
 from typing import Callable
 
-__all__ = ["Claim", "register_claims", "all_claims", "CLAIM_PROVIDERS"]
+__all__ = ["Claim", "Alternative", "register_claims", "all_claims", "CLAIM_PROVIDERS"]
+
+
+@dataclass(frozen=True)
+class Alternative:
+    """A wrong answer a claim must reject: the prediction of a wrong formula of the
+    literature or an obvious mistake (wrong exponent, a missing factor 2, (B-1) for
+    (B-2)), and -- for a claim whose measurement depends on the formula (an identity's
+    residual) -- what would be measured with it.  ``measured=None``: the claim's own."""
+
+    label: str
+    predicted: float | str
+    measured: float | str | None = None
 
 
 @dataclass(frozen=True)
@@ -21,7 +33,9 @@ class Claim:
 
     ``predicted`` and ``measured`` are numbers (or short strings for
     categorical claims); ``tolerance`` is the allowed ``|measured - predicted|``
-    (relative where ``relative``), stated in the row.
+    (relative where ``relative``), stated in the row.  ``alternatives`` are the
+    wrong answers the pass rule must reject (:class:`Alternative`): a claim whose
+    rule also accepts one of them proves nothing (:meth:`accepted_alternatives`).
     """
 
     id: str
@@ -31,24 +45,47 @@ class Claim:
     measured: float | str
     tolerance: float
     relative: bool = False
+    alternatives: tuple = ()
 
-    @property
-    def passed(self) -> bool:
-        if isinstance(self.predicted, str) or isinstance(self.measured, str):
-            return self.predicted == self.measured
-        p, m = float(self.predicted), float(self.measured)
+    @staticmethod
+    def _passes(predicted, measured, tolerance, relative):
+        if isinstance(predicted, str) or isinstance(measured, str):
+            return predicted == measured
+        p, m = float(predicted), float(measured)
         if not (math.isfinite(p) and math.isfinite(m)):
             return p == m
         err = abs(m - p)
-        if self.relative:
+        if relative:
             err = err / max(abs(p), 1e-300)
-        return err <= self.tolerance
+        return err <= tolerance
+
+    @property
+    def passed(self) -> bool:
+        return self._passes(self.predicted, self.measured, self.tolerance, self.relative)
+
+    def accepted_alternatives(self):
+        """The alternatives this claim's own pass rule would accept (should be none)."""
+        return [a for a in self.alternatives
+                if self._passes(a.predicted, self.measured if a.measured is None else a.measured,
+                                self.tolerance, self.relative)]
+
+    def margin(self, alternative):
+        """How far ``alternative`` is from passing: its error over the tolerance (> 1: rejected)."""
+        m = self.measured if alternative.measured is None else alternative.measured
+        if isinstance(alternative.predicted, str) or isinstance(m, str):
+            return math.inf if alternative.predicted != m else 0.0
+        err = abs(float(m) - float(alternative.predicted))
+        if self.relative:
+            err = err / max(abs(float(alternative.predicted)), 1e-300)
+        return err / self.tolerance if self.tolerance > 0 else (math.inf if err > 0 else 0.0)
 
     def as_dict(self):
         d = asdict(self)
         d.pop("relative")
         d["tolerance"] = (f"{self.tolerance:g} relative" if self.relative else self.tolerance)
         d["passed"] = self.passed
+        d["alternatives"] = [{"label": a.label, "predicted": a.predicted, "measured": a.measured,
+                              "margin": self.margin(a)} for a in self.alternatives]
         return d
 
 
