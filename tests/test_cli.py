@@ -93,7 +93,8 @@ def test_check_theory_section_json_and_exit_code(monkeypatch, tmp_path, capsys):
     assert cli.main(["check", "rms_norm", "--theory", "--json", str(out)]) == 0
     data = json.loads(out.read_text())
     assert [d["id"] for d in data] == ["demo.exact", "demo.categorical"]
-    assert set(data[0]) == {"id", "claim", "source", "predicted", "measured", "tolerance", "passed"}
+    assert set(data[0]) == {"id", "claim", "source", "predicted", "measured", "tolerance", "passed",
+                            "alternatives"}
     assert all(d["passed"] for d in data)
     assert "2 claims, 0 failing" in capsys.readouterr().out
     rows.append(C.Claim("demo.broken", "fails", "Paper", 1.0, 1.5, 0.1))

@@ -242,7 +242,7 @@ def test_item6_rows_pass_with_specific_values(item6_rows):
     for r in item6_rows:
         d = r.as_dict()
         assert set(d) == {"id", "claim", "source", "predicted", "measured", "tolerance",
-                          "passed"}
+                          "passed", "alternatives"}
 
 
 def test_item6_wrong_formula_fails():

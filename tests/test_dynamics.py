@@ -34,7 +34,8 @@ def test_registered_and_ids(rows):
     for r in rows.values():
         assert isinstance(r, Claim)
         d = r.as_dict()
-        assert set(d) == {"id", "claim", "source", "predicted", "measured", "tolerance", "passed"}
+        assert set(d) == {"id", "claim", "source", "predicted", "measured", "tolerance", "passed",
+                          "alternatives"}
         assert isinstance(r.predicted, float) and isinstance(r.measured, float)
 
 

@@ -219,7 +219,8 @@ def test_provider_registered_and_all_pass():
     assert "item1.loss_scale_invariance.batch_norm" in ids
     assert "item2.invariance_table.layer_norm.single_case_rescaling" in ids
     d = rows[0].as_dict()
-    assert set(d) == {"id", "claim", "source", "predicted", "measured", "tolerance", "passed"}
+    assert set(d) == {"id", "claim", "source", "predicted", "measured", "tolerance", "passed",
+                          "alternatives"}
     cell = next(r for r in rows if r.id == "item2.invariance_table.weight_norm.dataset_rescaling")
     assert (cell.predicted, cell.measured) == ("not invariant", "not invariant")
 

@@ -47,7 +47,8 @@ def test_rows_ids_predictions_and_tolerances(rows):
             assert r.relative and r.tolerance == RELU_RELATIVE_TOLERANCE
         assert "Yang" in r.source and "2019" in r.source
         d = r.as_dict()
-        assert set(d) == {"id", "claim", "source", "predicted", "measured", "tolerance", "passed"}
+        assert set(d) == {"id", "claim", "source", "predicted", "measured", "tolerance", "passed",
+                          "alternatives"}
 
 
 def test_all_rows_pass_at_their_stated_tolerances(rows):

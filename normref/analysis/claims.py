@@ -4,7 +4,7 @@ Each analysis module (invariance, curvature, dynamics, signal) contributes
 functions that *compute* a claim of the literature on normref's exact
 derivatives and return :class:`Claim` rows; ``python -m normref check``
 prints them in its theory section and ``--json FILE`` writes them as objects
-with the keys ``id, claim, source, predicted, measured, tolerance, passed``.
+with the keys ``id, claim, source, predicted, measured, tolerance, passed, alternatives``.
 """
 from __future__ import annotations
 
