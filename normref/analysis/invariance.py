@@ -96,7 +96,7 @@ import numpy as np
 
 from ..layer_call import TABLE_CASES, TABLE_FEATURES
 from ..registry import REGISTRY
-from .claims import Claim, register_claims
+from .claims import Alternative, Claim, register_claims
 
 __all__ = [
     "TRANSFORMATIONS",
@@ -457,24 +457,50 @@ def scale_invariance_measurements(name, *, seed=0, scales=None, problem=None):
 
     H = lambda w_, t_: np.asarray(autograd.hessian(p.L_ref)(w_, t_))  # noqa: E731
     L0, g0, H0 = L(w), p.grad(w, t), H(w, t)
+    La = [L(a * w) for a in scales]
+    ga = [p.grad(a * w, t) for a in scales]
+    Ha = [H(a * w, t) for a in scales]
+    ng, nH = np.linalg.norm(g0), np.linalg.norm(H0)
     m = {"desc": p.desc, "scales": list(scales), "w": w}
-    m["loss"] = max(abs(L(a * w) - L0) for a in scales) / abs(L0)
-    m["grad"] = max(np.linalg.norm(a * p.grad(a * w, t) - g0) for a in scales) / np.linalg.norm(g0)
-    m["hessian"] = max(np.linalg.norm(a * a * H(a * w, t) - H0) for a in scales) / np.linalg.norm(H0)
-    m["euler"] = abs(w @ g0) / (np.linalg.norm(w) * np.linalg.norm(g0))
-    m["hw"] = np.linalg.norm(H0 @ w + g0) / np.linalg.norm(g0)
+    m["loss"] = max(abs(l_ - L0) for l_ in La) / abs(L0)
+    m["grad"] = max(np.linalg.norm(a * g_ - g0) for a, g_ in zip(scales, ga)) / ng
+    m["hessian"] = max(np.linalg.norm(a * a * H_ - H0) for a, H_ in zip(scales, Ha)) / nH
+    m["euler"] = abs(w @ g0) / (np.linalg.norm(w) * ng)
+    m["hw"] = np.linalg.norm(H0 @ w + g0) / ng
     m["curvature_w"] = abs(w @ H0 @ w) / (w @ w * np.linalg.norm(H0, 2))
+    # the same residuals for the wrong formulas (theory item 1, "Alternatives"):
+    # a loss homogeneous of degree k has L(aw) = a^k L, grad L(aw) = a^(k-1) grad L,
+    # H(aw) = a^(k-2) H, <w, g> = k L, H w = (k-1) g, w^T H w = k (k-1) L; the
+    # claim is k = 0, the alternatives k = 1 and k = 2 (and the sign of H w = -g)
+    m["alt"] = {
+        "loss": {k: max(abs(l_ - a ** k * L0) for a, l_ in zip(scales, La)) / abs(L0)
+                 for k in (1, 2)},
+        "grad": {k: max(np.linalg.norm(a ** (1 - k) * g_ - g0) for a, g_ in zip(scales, ga)) / ng
+                 for k in (1, -1)},
+        "hessian": {k: max(np.linalg.norm(a ** (2 - k) * H_ - H0) for a, H_ in zip(scales, Ha)) / nH
+                    for k in (1, 2)},
+        "euler": {1: abs(w @ g0 - L0) / (np.linalg.norm(w) * ng)},
+        "hw": {"zero": np.linalg.norm(H0 @ w) / ng, "sign": np.linalg.norm(H0 @ w - g0) / ng},
+        "curvature_w": {2: abs(w @ H0 @ w - 2 * L0) / (w @ w * np.linalg.norm(H0, 2))},
+    }
     # zero-residual minimum: t = y(w)
     tm = p.y(w)
     Hm = H(w, tm)
     m["null_at_min"] = np.linalg.norm(Hm @ w) / (np.linalg.norm(w) * np.linalg.norm(Hm, 2))
+    u = rng.standard_normal(w.shape)   # a direction the loss is not invariant along
+    m["alt"]["null_at_min"] = {"random": np.linalg.norm(Hm @ u) / (np.linalg.norm(u)
+                                                                  * np.linalg.norm(Hm, 2))}
     P = _complement_basis(p.invariant_dirs(w))
     m["complement_dim"] = P.shape[1]
     s = np.linalg.svd(p.jac(w) @ P, compute_uv=False)
     m["kappa_pred"] = float((s[0] / s[-1]) ** 2)
+    m["kappa_pred_unsquared"] = float(s[0] / s[-1])
     ev = np.linalg.eigvalsh(P.T @ Hm @ P)
     m["kappa_meas"] = float(ev[-1] / ev[0])
     m["kappa_full"] = float(np.linalg.cond(Hm))
+    Pw = _complement_basis(w.reshape(-1, 1))     # w-perp only
+    evw = np.linalg.eigvalsh(Pw.T @ Hm @ Pw)
+    m["kappa_w_perp"] = float(evw[-1] / abs(evw[0]))   # evw[0] is a rounding-size null value
     return m
 
 
@@ -517,15 +543,36 @@ def scale_invariance_claims(names=("batch_norm", "layer_norm", "weight_norm"), *
              "at a stationary point (zero-residual minimum t = y(w)) Hess L w = 0: the Hessian is "
              f"singular along w (full cond = {m['kappa_full']:.3g}); measured ||H w||/(||w|| ||H||_2) [{d}]"),
         ]
+        alt_labels = {
+            "loss": {1: "degree 1: L(a w) = a L(w)", 2: "degree 2: L(a w) = a^2 L(w)"},
+            "grad": {1: "grad L(a w) = grad L(w) (exponent 0)",
+                     -1: "grad L(a w) = grad L(w)/a^2 (the Hessian's exponent)"},
+            "hessian": {1: "Hess L(a w) = Hess L(w)/a (the gradient's exponent)",
+                        2: "Hess L(a w) = Hess L(w) (exponent 0)"},
+            "euler": {1: "Euler with degree 1: <w, grad L> = L(w)"},
+            "hw": {"zero": "H w = 0 (true only at a stationary point)",
+                   "sign": "H w = +grad L (sign)"},
+            "curvature_w": {2: "degree 2: w^T H w = 2 L(w)"},
+            "null_at_min": {"random": "no invariance: ||H u||/(||u|| ||H||_2) along a random u"},
+        }
         for key, field, text in spec:
-            rows.append(Claim(f"item1.{key}.{name}", text, SOURCE_ITEM1, 0.0, float(m[field]), tol))
+            alts = tuple(Alternative(alt_labels[field][k], 0.0, float(v))
+                         for k, v in m["alt"][field].items())
+            rows.append(Claim(f"item1.{key}.{name}", text, SOURCE_ITEM1, 0.0, float(m[field]), tol,
+                              alternatives=alts))
+        kalts = [Alternative("kappa(J P), not squared", m["kappa_pred_unsquared"]),
+                 Alternative("kappa of the full Hessian (no projection)", m["kappa_full"])]
+        if m["complement_dim"] < len(m["w"]) - 1:
+            kalts.append(Alternative("kappa on w-perp only (forgetting the re-centering "
+                                     "directions)", m["kappa_w_perp"]))
         rows.append(Claim(
             f"item1.condition_number_complement.{name}",
             "the Hessian at the zero-residual minimum is singular along w, so its condition number "
             f"is taken on {comp} (dimension {m['complement_dim']}): predicted kappa(J P)^2 from "
             "normref.jacobian (Gauss-Newton, exact at zero residual), measured from the eigenvalues "
             f"of P^T Hess P (autograd) [{d}]",
-            SOURCE_ITEM1, m["kappa_pred"], m["kappa_meas"], 1e-8, relative=True))
+            SOURCE_ITEM1, m["kappa_pred"], m["kappa_meas"], 1e-8, relative=True,
+            alternatives=tuple(kalts)))
     return rows
 
 
@@ -541,7 +588,9 @@ def invariance_claims(names=("batch_norm", "weight_norm", "layer_norm"), *, seed
                 f"item2.invariance_table.{name}.{kind}",
                 f"{name} layer output h = norm(X W^T) under {kind.replace('_', ' ')} "
                 "(computed on random draws, rtol 1e-9, eps=0)",
-                SOURCE_TABLE1, word[PAPER_TABLE1[name][kind]], word[table[name][kind]], 0.0))
+                SOURCE_TABLE1, word[PAPER_TABLE1[name][kind]], word[table[name][kind]], 0.0,
+                alternatives=(Alternative("the opposite cell",
+                                          word[not PAPER_TABLE1[name][kind]]),)))
     return rows
 
 

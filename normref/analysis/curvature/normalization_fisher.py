@@ -10,12 +10,12 @@ import numpy as np
 import autograd.numpy as anp
 
 from ...registry import REGISTRY
-from ..claims import Claim
+from ..claims import Alternative, Claim
 from .condition import DEFAULT_RTOL, condition_number
 from .matrices import fisher
 
 __all__ = ["fisher_condition", "hidden_normalizer", "normalization_fisher_claims",
-           "input_mean_fisher_claims"]
+           "input_mean_fisher_claims", "seed_verdict", "FISHER_SEEDS", "VERDICTS"]
 
 
 # ---------------------------------------------------------------- normalization vs Fisher
@@ -145,10 +145,49 @@ def fisher_condition(norm, *, sizes=(8, 16, 16, 4), N=64, input_mean=0.0, seed=0
                           float(rtol), tuple(sorted((options or {}).items())))
 
 
+#: the verdicts a multi-seed comparison can give (see :func:`seed_verdict`)
+VERDICTS = ("smaller", "larger", "no significant change")
+
+#: seeds of the multi-seed rows (one network and one input sample per seed)
+FISHER_SEEDS = (0, 1, 2, 3, 4, 5)
+
+
+def seed_verdict(log_ratios, *, level=0.99):
+    r"""Verdict of a paired comparison over seeds.
+
+    ``log_ratios`` are :math:`r_s = \log_{10}(\kappa_{
+m plain}/\kappa_{
+m norm})` per
+    seed.  With the mean :math:`\bar r`, its standard error
+    :math:`\mathrm{SE} = s/\sqrt S` and the two-sided Student-t quantile
+    :math:`t = t_{S-1}((1+\mathrm{level})/2)` (4.03 for 6 seeds at 99%):
+    ``"smaller"`` if :math:`\bar r > t\,\mathrm{SE}` (normalization reduces
+    :math:`\kappa`), ``"larger"`` if :math:`\bar r < -t\,\mathrm{SE}`, otherwise
+    ``"no significant change"``.  Returns ``(verdict, mean, se, t, n_smaller)``.
+    """
+    from scipy.stats import t as student_t
+
+    r = np.asarray(log_ratios, dtype=np.float64)
+    S = r.size
+    mean = float(r.mean())
+    se = float(r.std(ddof=1) / np.sqrt(S))
+    t = float(student_t.ppf(0.5 + level / 2, S - 1))
+    verdict = ("smaller" if mean > t * se else "larger" if mean < -t * se
+               else "no significant change")
+    return verdict, mean, se, t, int(np.sum(r > 0))
+
+
+def _default_prediction(norm, input_mean):
+    """Batch norm at input mean 0: no significant change (docs/theory.md item 6); else smaller."""
+    return "no significant change" if (norm == "batch_norm" and input_mean == 0.0) else "smaller"
+
+
 def normalization_fisher_claims(*, sizes=(8, 16, 16, 4), N=64, input_mean=0.0,
-                                seed=0, rtol=DEFAULT_RTOL,
-                                variants=("batch_norm", "layer_norm")):
-    r"""Rows "normalization reduces the Fisher condition number" (one per variant).
+                                seeds=FISHER_SEEDS, rtol=DEFAULT_RTOL,
+                                variants=("batch_norm", "layer_norm"),
+                                predict=_default_prediction):
+    r"""Rows "normalization reduces the Fisher condition number" (one per variant),
+    decided over several seeds.
 
     See :func:`fisher_condition` for the network.  The Fisher is
     rank-deficient by construction (rank at most :math:`N(K-1)` < P; the
@@ -160,28 +199,54 @@ def normalization_fisher_claims(*, sizes=(8, 16, 16, 4), N=64, input_mean=0.0,
     (with the defaults the retained count is exactly :math:`N(K-1) = 192`, the
     largest excluded eigenvalue is ~1e-16 :math:`\lambda_{\max}` and the
     smallest retained one ~1e-5 (1e-7 with input mean 2)), which the row text
-    reports.  Predicted ``"smaller"``; measured ``"smaller"`` or
-    ``"larger"``.  This is an empirical statement about one seed and one
-    architecture, not a theorem: with inputs of mean 2 the layer-norm
+    reports for seed 0.
+
+    For each seed in ``seeds`` (a new network and input sample) the paired
+    log-ratio :math:`\log_{10}(\kappa_{
+m plain}/\kappa_{
+m norm})`; the verdict
+    is :func:`seed_verdict` (mean against a 99% Student-t band of its standard
+    error); the row text gives the count of seeds where normalization helped, the
+    mean and its SE.  ``predict(norm, input_mean)`` gives the predicted verdict: by
+    default ``"smaller"``, except batch norm with centered inputs, predicted
+    ``"no significant change"`` (LeCun et al. 1998's mechanism: with centered
+    inputs, zero biases, an odd activation and :math:`1/\mathrm{fan\_in}` weights
+    every pre-activation already has mean about 0 and variance about 1 at
+    initialization, which is what batch norm enforces; with one seed the rows
+    used to say "smaller", which six seeds do not confirm).  The id says
+    ``fisher_kappa_reduced`` for a ``"smaller"`` prediction and
+    ``fisher_kappa_unchanged`` otherwise.  With inputs of mean 2 the layer-norm
     network's Fisher is *worse* conditioned than the plain one (layer norm
-    normalizes each sample over its features and does not remove a data-set
-    mean, Ba et al. 2016 Table 1, so the LeCun factor of the first layer
-    stays), so ``normalization_fisher_claims(input_mean=2.0)`` gives a failing
-    layer-norm row; it is not registered, see :func:`input_mean_fisher_claims`.
+    does not remove a data-set mean, Ba et al. 2016 Table 1), so
+    ``normalization_fisher_claims(input_mean=2.0)`` gives a failing layer-norm
+    row; it is not registered, see :func:`input_mean_fisher_claims`.
     """
-    base = fisher_condition("none", sizes=sizes, N=N, input_mean=input_mean, seed=seed,
-                            rtol=rtol)
     rows = []
-    for norm in variants:
-        r = fisher_condition(norm, sizes=sizes, N=N, input_mean=input_mean, seed=seed,
+    base0 = fisher_condition("none", sizes=sizes, N=N, input_mean=input_mean, seed=seeds[0],
                              rtol=rtol)
+    for norm in variants:
+        logr = []
+        for s in seeds:
+            base = fisher_condition("none", sizes=sizes, N=N, input_mean=input_mean, seed=s,
+                                    rtol=rtol)
+            r = fisher_condition(norm, sizes=sizes, N=N, input_mean=input_mean, seed=s,
+                                 rtol=rtol)
+            logr.append(np.log10(base.kappa / r.kappa))
+        verdict, mean, se, t, n_smaller = seed_verdict(logr)
+        r0 = fisher_condition(norm, sizes=sizes, N=N, input_mean=input_mean, seed=seeds[0],
+                              rtol=rtol)
+        pred = predict(norm, input_mean)
+        kind = "reduced" if pred == "smaller" else "unchanged"
         rows.append(Claim(
-            f"curvature.fisher_kappa_reduced.{norm}.mean{input_mean:g}",
+            f"curvature.fisher_kappa_{kind}.{norm}.mean{input_mean:g}",
             f"MLP {'-'.join(map(str, sizes))} tanh/softmax, N={N}, inputs N({input_mean:g},1), "
-            f"at init: kappa(true Fisher) on the non-null space (rtol {rtol:g}) is smaller "
-            f"with {norm} ({r.kappa:.4g}; {_gap(r)}) than without ({base.kappa:.4g}; "
-            f"{_gap(base)})",
-            _NORM_SRC, "smaller", "smaller" if r.kappa < base.kappa else "larger", 0.0))
+            f"at init, {len(seeds)} seeds: kappa(true Fisher) on the non-null space (rtol "
+            f"{rtol:g}) with {norm} vs without: {pred}; log10(kappa_plain/kappa_norm) mean "
+            f"{mean:+.3f} +- {se:.3f} SE (99% t band +-{t * se:.3f}), smaller in {n_smaller}/"
+            f"{len(seeds)} seeds [seed {seeds[0]}: {r0.kappa:.4g} ({_gap(r0)}) vs "
+            f"{base0.kappa:.4g} ({_gap(base0)})]",
+            _NORM_SRC, pred, verdict, 0.0,
+            alternatives=tuple(Alternative(f"{v}", v) for v in VERDICTS if v != pred)))
     return rows
 
 
@@ -218,14 +283,21 @@ def input_mean_fisher_claims(*, sizes=(8, 16, 16, 4), N=64, means=(0.0, 2.0), se
               f"{m0:g} (batch norm re-centers; plain network: {pl0.kappa:.4g} -> "
               f"{pl1.kappa:.4g})",
               "Ba, Kiros & Hinton 2016, Table 1; LeCun et al. 1998", bn0.kappa, bn1.kappa,
-              1e-6, relative=True),
+              1e-6, relative=True,
+              alternatives=(Alternative("batch norm does not remove the mean: kappa changes by "
+                                        "the plain network's factor", bn0.kappa * pl1.kappa / pl0.kappa),
+                            Alternative("kappa changes by the layer-norm network's factor",
+                                        bn0.kappa * ln1.kappa / ln0.kappa))),
         Claim("curvature.fisher_kappa_mean_dependent.layer_norm",
               f"layer_norm MLP: kappa(Fisher) changes with the input mean ({ln0.kappa:.4g} at "
               f"mean {m0:g} -> {ln1.kappa:.4g} at mean {m1:g}; plain {pl0.kappa:.4g} -> "
               f"{pl1.kappa:.4g}): layer norm does not undo a data-set mean",
               "Ba, Kiros & Hinton 2016, Table 1; LeCun et al. 1998", "changes",
-              "changes" if ch else "unchanged", 0.0),
+              "changes" if ch else "unchanged", 0.0,
+              alternatives=(Alternative("unchanged (re-centering invariant, like batch norm)",
+                                        "unchanged"),)),
     ]
-    rows += normalization_fisher_claims(sizes=sizes, N=N, input_mean=m1, seed=seed,
+    seeds = (seed,) + tuple(s_ for s_ in FISHER_SEEDS if s_ != seed)
+    rows += normalization_fisher_claims(sizes=sizes, N=N, input_mean=m1, seeds=seeds,
                                         rtol=rtol, variants=("batch_norm",))
     return rows

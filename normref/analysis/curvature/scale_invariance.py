@@ -10,7 +10,7 @@ import autograd
 import autograd.numpy as anp
 
 from ...registry import REGISTRY
-from ..claims import Claim
+from ..claims import Alternative, Claim
 from .condition import DEFAULT_RTOL, condition_number
 from .matrices import gauss_newton, hessian
 
@@ -80,23 +80,45 @@ def scale_invariant_curvature_claims(unit=batch_norm_unit, name="batch_norm", *,
     k_proj = condition_number(G, null_space=w)
     k_thr = condition_number(G)
     src = _SCALE
+    # the alternatives (docs/theory.md item 1): the residual a wrong identity would leave
+    ones = np.ones_like(w)
+    L0 = float(loss(w))
+    ng = np.linalg.norm(g)
+    cos1 = abs(ones @ w) / (np.linalg.norm(ones) * np.linalg.norm(w))
+    ev_all = np.abs(np.linalg.eigvalsh(G))
+    k_keep = float(ev_all.max() / ev_all.min())          # the null eigenvalue kept
+    k_ones = condition_number(G, null_space=ones).kappa  # w-perp replaced by 1-perp
     return [
         Claim(f"item1.hessian_quadratic_form_along_w.{name}",
               f"{name}: w^T H w = 0 (relative to ||H|| ||w||^2)", src, 0.0,
-              float(abs(w @ H @ w) / (Hn * (w @ w))), 1e-12),
+              float(abs(w @ H @ w) / (Hn * (w @ w))), 1e-12,
+              alternatives=(Alternative("degree 2: w^T H w = 2 L(w)", 0.0,
+                                        float(abs(w @ H @ w - 2 * L0) / (Hn * (w @ w)))),)),
         Claim(f"item1.hessian_w_equals_minus_grad.{name}",
               f"{name}: H w = -grad L (||H w + g|| / ||g||); so H is singular along w only "
               f"at a critical point", src, 0.0,
-              float(np.linalg.norm(H @ w + g) / np.linalg.norm(g)), 1e-10),
+              float(np.linalg.norm(H @ w + g) / ng), 1e-10,
+              alternatives=(Alternative("H w = 0 (true only at a stationary point)", 0.0,
+                                        float(np.linalg.norm(H @ w) / ng)),
+                            Alternative("H w = +grad L (sign)", 0.0,
+                                        float(np.linalg.norm(H @ w - g) / ng)))),
         Claim(f"item1.gauss_newton_null_along_w.{name}",
               f"{name}: Gauss-Newton G w = 0 (||G w|| / (||G|| ||w||))", src, 0.0,
-              float(np.linalg.norm(G @ w) / (Gn * np.linalg.norm(w))), 1e-12),
+              float(np.linalg.norm(G @ w) / (Gn * np.linalg.norm(w))), 1e-12,
+              alternatives=(Alternative("null along 1 (the input re-centering direction, not w)",
+                                        0.0, float(np.linalg.norm(G @ ones)
+                                                   / (Gn * np.linalg.norm(ones)))),)),
         Claim(f"item1.gauss_newton_null_vector_is_w.{name}",
               f"{name}: the eigenvector of G's smallest eigenvalue is w (|cos|)", src, 1.0,
-              float(cos), 1e-10),
+              float(cos), 1e-10,
+              alternatives=(Alternative("the null vector is 1: |cos| = |cos(1, w)|", float(cos1)),
+                            Alternative("the null vector is the gradient (orthogonal to w): "
+                                        "|cos| = 0", 0.0))),
         Claim(f"item1.kappa_complement_of_w.{name}",
               f"{name}: kappa(G) on the orthogonal complement of w (null_space=w: "
               f"{k_proj.kappa:.4g}) equals kappa with the rtol={DEFAULT_RTOL:g} threshold "
               f"({k_thr.n_excluded} eigenvalue(s) excluded)", src, k_thr.kappa, k_proj.kappa,
-              1e-6, relative=True),
+              1e-6, relative=True,
+              alternatives=(Alternative("the null eigenvalue kept (dense kappa)", k_keep),
+                            Alternative("restricted to 1-perp instead of w-perp", float(k_ones)))),
     ]

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..claims import Claim
+from ..claims import Alternative, Claim
 from .losses import make_problem, random_batches, subject
 from .sgd import _serial, li_arora_schedule, sgd
 
@@ -20,7 +20,7 @@ SRC_LI_ARORA = "Li & Arora 2020, An Exponential Learning Rate Schedule for Deep 
 @_serial
 def exponential_lr_claim(kind="batch_norm", *, loss_grad=None, w0=None, lr=0.1,
                          weight_decay=0.05, steps=300, batch_size=8, N=32, seed=0,
-                         schedule=None, tolerance=1e-10):
+                         schedule=None, tolerance=1e-10, alternatives=True):
     r"""Item 4 (Li & Arora 2020: their equivalence of weight decay and an
     exponentially growing learning rate, in the momentum-free case).
 
@@ -51,7 +51,23 @@ def exponential_lr_claim(kind="batch_norm", *, loss_grad=None, w0=None, lr=0.1,
     b = sgd(loss_grad, w0, lr=sched, steps=steps, batches=batches)
     q = 1.0 - lr * weight_decay
     scale = q ** np.arange(steps + 1)
-    err = np.linalg.norm(a.w - scale[:, None] * b.w, axis=1) / np.linalg.norm(a.w, axis=1)
+    na = np.linalg.norm(a.w, axis=1)
+
+    def dist(bw, sc):
+        return float(np.max(np.linalg.norm(a.w - sc[:, None] * bw, axis=1) / na))
+
+    err = np.linalg.norm(a.w - scale[:, None] * b.w, axis=1) / na
+    alts = []
+    if alternatives:
+        # wrong exponents of the schedule (each a run B of its own) and an off-by-one rescaling
+        for label, e in (("lr (1-lr wd)^(-2t)", lambda t: -2 * t),
+                         ("lr (1-lr wd)^(-2t-2)", lambda t: -2 * t - 2),
+                         ("lr (1-lr wd)^(-t-1) (q for q^2)", lambda t: -t - 1)):
+            bw = sgd(loss_grad, w0, lr=li_arora_schedule(lr, weight_decay, e), steps=steps,
+                     batches=batches).w
+            alts.append(Alternative(f"schedule {label}", 0.0,
+                                    dist(bw, scale)))
+        alts.append(Alternative("rescaling q^(t+1) for q^t", 0.0, dist(b.w, scale * q)))
     return Claim(
         id=f"item4.exponential_lr.{key}",
         claim=(f"SGD(lr={lr}, wd={weight_decay}) on {text} = (1-lr wd)^t x "
@@ -59,4 +75,5 @@ def exponential_lr_claim(kind="batch_norm", *, loss_grad=None, w0=None, lr=0.1,
                f"wd=0), same {steps} batches of "
                f"{batch_size}/{N} (max relative distance; final lr_t {b.lr[-1]:.4g})"),
         source=SRC_LI_ARORA, predicted=0.0, measured=float(np.max(err)), tolerance=tolerance,
+        alternatives=tuple(alts),
     )

@@ -7,7 +7,7 @@ import math
 
 import numpy as np
 
-from ..claims import Claim
+from ..claims import Alternative, Claim
 from .losses import make_problem, random_batches, subject
 from .sgd import _serial, angular_updates, sgd
 
@@ -55,14 +55,28 @@ def norm_growth_claim(kind="batch_norm", *, loss_grad=None, w0=None, lr=0.5, ste
     batches = _item3_batches(N, batch_size, steps, seed)
     tr = sgd(loss_grad, w0, lr=lr, steps=steps, batches=batches)
     n2 = np.sum(tr.w ** 2, axis=1)
-    pred = n2[:-1] + lr ** 2 * np.sum(tr.g ** 2, axis=1)
-    resid = float(np.max(np.abs(n2[1:] - pred) / n2[1:]))
+    g2 = np.sum(tr.g ** 2, axis=1)
+    pred = n2[:-1] + lr ** 2 * g2
+
+    def res(p_):
+        return float(np.max(np.abs(n2[1:] - p_) / n2[1:]))
+
+    resid = res(pred)
+    nrm = np.sqrt(n2)
+    alts = (
+        Alternative("the norm is constant: |w_t+1|^2 = |w_t|^2", 0.0, res(n2[:-1])),
+        Alternative("lr for lr^2: |w_t|^2 + lr |g_t|^2", 0.0, res(n2[:-1] + lr * g2)),
+        Alternative("a factor 2: |w_t|^2 + 2 lr^2 |g_t|^2", 0.0, res(n2[:-1] + 2 * lr ** 2 * g2)),
+        Alternative("the norm, not its square: |w_t+1| = |w_t| + lr |g_t|", 0.0,
+                    float(np.max(np.abs(nrm[1:] - nrm[:-1] - lr * np.sqrt(g2)) / nrm[1:]))),
+    )
     return Claim(
         id=f"item3.norm_growth.{key}",
         claim=(f"{_item3_alg(batch_size, N)} without weight decay on {text}: "
                f"|w_t+1|^2 = |w_t|^2 + lr^2 |g_t|^2 (max relative residual over {steps} steps; "
                f"|w| grows {math.sqrt(n2[0]):.4g} -> {math.sqrt(n2[-1]):.4g})"),
         source=SRC_NORM_GROWTH, predicted=0.0, measured=resid, tolerance=tolerance,
+        alternatives=alts,
     )
 
 
@@ -96,11 +110,23 @@ def effective_lr_claim(kind="batch_norm", *, loss_grad=None, w0=None, lr=0.5, st
         for w, b in zip(tr.w[:-1], batches or [None] * steps)
     ])
     pred = eta_eff * g_unit
-    resid = float(np.max(np.abs(np.tan(delta) - pred) / np.maximum(pred, 1e-300)))
+
+    def res(lhs, p_):
+        return float(np.max(np.abs(lhs - p_) / np.maximum(p_, 1e-300)))
+
+    resid = res(np.tan(delta), pred)
+    alts = (
+        Alternative("lr/|w_t| (exponent 1)", 0.0, res(np.tan(delta), lr / norms * g_unit)),
+        Alternative("lr/|w_t|^3 (exponent 3)", 0.0, res(np.tan(delta), lr / norms ** 3 * g_unit)),
+        Alternative("lr itself (no effective rate)", 0.0, res(np.tan(delta), lr * g_unit)),
+        Alternative("sin(angle) for tan(angle)", 0.0, res(np.sin(delta), pred)),
+        Alternative("the angle for tan(angle)", 0.0, res(delta, pred)),
+    )
     return Claim(
         id=f"item3.effective_lr.{key}",
         claim=(f"{_item3_alg(batch_size, N)} on {text}: tan(angle(w_t, w_t+1)) = "
                f"lr/|w_t|^2 * |grad L(w_t/|w_t|)| (max relative residual over {steps} steps; "
                f"eta_eff {eta_eff[0]:.4g} -> {eta_eff[-1]:.4g})"),
         source=SRC_NORM_GROWTH, predicted=0.0, measured=resid, tolerance=tolerance,
+        alternatives=alts,
     )
