@@ -42,7 +42,7 @@ def _null_residual(J, null, scale):
     return max(nul, float(small))
 
 
-def _rows(prefix, J, null, value, source, what, *, wrong_sym, wrong_null, wrong_values):
+def _rows(prefix, J, null, value, source, what, *, wrong_sym=(), wrong_null=(), wrong_values=()):
     r"""The three rows of one group, with their alternatives.
 
     ``wrong_sym``: (label, matrix) -- a Jacobian with a wrong term whose asymmetry the
