@@ -1,6 +1,7 @@
 """Test-session hooks.
 
 * the fuzz module's outcome counts in the terminal summary;
+* ``theory_claims``: every theory claim row, computed once per session;
 * ``NORMREF_TEST_ORDER=reverse``: run the test files in reverse order (the
   order of the tests inside each file is kept).  Opt-in, to show that no file
   depends on state another file left behind (a registration, a cache, a
@@ -8,6 +9,8 @@
 """
 import os
 import sys
+
+import pytest
 
 _ORDERS = ("", "forward", "reverse")
 
@@ -41,3 +44,14 @@ def pytest_terminal_summary(terminalreporter):
     terminalreporter.write_sep("-", f"fuzz: {total} calls")
     for (test, outcome), n in sorted(counts.items()):
         terminalreporter.write_line(f"  {test:<12} {outcome:<28} {n}")
+
+
+@pytest.fixture(scope="session")
+def theory_claims():
+    """Every theory claim row, computed once per session (all providers, deterministic
+    seeds; ~40 s of CPU) for the tests that read them all (test_docs, test_alternatives)."""
+    from normref.analysis.claims import all_claims
+
+    rows = tuple(all_claims())
+    assert rows
+    return rows

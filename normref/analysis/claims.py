@@ -84,8 +84,11 @@ class Claim:
         d.pop("relative")
         d["tolerance"] = (f"{self.tolerance:g} relative" if self.relative else self.tolerance)
         d["passed"] = self.passed
+        # (a categorical alternative's margin is infinite: written as null, which strict
+        # JSON parsers accept where they reject Infinity)
         d["alternatives"] = [{"label": a.label, "predicted": a.predicted, "measured": a.measured,
-                              "margin": self.margin(a)} for a in self.alternatives]
+                              "margin": m if math.isfinite(m) else None}
+                             for a, m in ((a, self.margin(a)) for a in self.alternatives)]
         return d
 
 
