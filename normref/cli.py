@@ -3,7 +3,9 @@
 ``conform --target T`` exits 0 exactly when no check failed unexpectedly
 (expected failures listed in known_discrepancies.json and unexpected passes
 are reported, not fatal); 1 on unexpected failures or errors; 2 when a target
-cannot be loaded.
+cannot be loaded.  ``conform --second-order --target T`` (T: torch, jax) judges the
+framework's Hessians and Hessian-vector products through normalization layers
+instead, with the same exit rule.
 
 Every user error -- an unknown normalizer, a negative seed, an output path
 that cannot be written, a malformed option -- exits with status 2 and one
@@ -183,6 +185,8 @@ def _cmd_conform(args):
     """
     import json
 
+    if args.second_order:
+        return _second_order(args)
     from .testing.adapters import get_adapter
     from .testing.conformance import catalogue, format_table, results_json, run_conformance
 
@@ -221,6 +225,34 @@ def _cmd_conform(args):
         with open(args.json, "w", encoding="utf-8") as fh:
             json.dump({"targets": targets, "results": results_json(results)}, fh, indent=1)
     return 1 if unexpected else 0
+
+
+def _second_order(args):
+    """``conform --second-order``: judge torch's / JAX's Hessians and HVPs through
+    normalization layers (:mod:`normref.testing.second_order`); exit 1 on unexpected failures."""
+    import importlib
+    import json
+
+    from .testing import second_order as so
+
+    _writable_file(args.json, "--json")
+    names = _names(args.names, so.NORMALIZERS, "--names") if args.names else so.NORMALIZERS
+    if args.dtype not in (None, "float64"):
+        raise UsageError(f"--dtype {args.dtype}: --second-order judges float64 only")
+    targets = list(dict.fromkeys(args.target))
+    for target in targets:
+        if target not in so.FRAMEWORKS:
+            raise UsageError(f"--target {target}: --second-order judges {', '.join(so.FRAMEWORKS)}")
+        try:
+            importlib.import_module(target)
+        except ImportError as e:
+            raise UsageError(f"--target {target}: {e}; pip install {target}") from None
+    rows = so.second_order_rows(frameworks=targets, normalizers=names)
+    print(so.format_rows(rows))
+    if args.json:
+        with open(args.json, "w", encoding="utf-8") as fh:
+            json.dump({"targets": targets, "second_order": [r.as_dict() for r in rows]}, fh, indent=1)
+    return 1 if any(r.status in ("fail", "error") for r in rows) else 0
 
 
 def _cmd_export(args):
@@ -271,6 +303,9 @@ def _parser():
     p.add_argument("--dtype", choices=("float16", "float32", "float64"),
                    help="judge only this dtype (default: every dtype the adapter runs)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument("--second-order", action="store_true",
+                   help="judge Hessians and Hessian-vector products of small networks through "
+                        "batch / layer / group / RMS norm instead (targets torch, jax; float64)")
     p.set_defaults(fn=_cmd_conform)
     p = sub.add_parser("info", help="versions and threads")
     p.set_defaults(fn=_cmd_info)
