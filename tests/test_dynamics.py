@@ -158,9 +158,8 @@ def test_item4_fails_with_different_batches():
 
 
 def test_item5_fails_without_normalization():
-    r = D.angular_update_claim(0.0, "none", eta_lambdas=(0.002, 0.004, 0.008), seeds=(0, 1),
-                               steps=800, window=400, degree=1)
-    assert not r.passed and abs(r.measured - 1) > 0.1
+    r = D.angular_update_claim(0.0, "none", steps=800, window=400)
+    assert not r.passed and r.measured < 0.9 * r.predicted
 
 
 # -- building blocks ---------------------------------------------------------------------

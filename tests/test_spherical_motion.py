@@ -40,7 +40,10 @@ def test_fit_misfit_widens_the_error():
 
 @pytest.fixture(scope="module")
 def rows():
-    return {r.id: r for r in D.dynamics_claims() if r.id.startswith("item5.")}
+    # the registered item-5 rows (dynamics_claims); the SGD runs are memoized (smd_run)
+    out = [D.angular_update_limit_claim(0.0), D.angular_update_limit_claim(0.9),
+           D.equilibrium_norm_claim(), D.equilibrium_norm_limit_claim()]
+    return {r.id: r for r in out}
 
 
 def test_rows_pass_and_reject_every_alternative(rows):
@@ -62,3 +65,16 @@ def test_mu09_bias_grows_with_eta_lambda():
     r = S.smd_ratios(0.9, eta_lambdas=(0.002, 0.008), seeds=(0, 1))
     (lo, _), (hi, _) = r["angle"]
     assert 1.005 < lo < hi and hi > 1.02
+
+
+def test_limit_claim_fails_without_normalization():
+    r = D.angular_update_limit_claim(0.0, "none", eta_lambdas=(0.002, 0.004, 0.008),
+                                     seeds=(0, 1), steps=800, window=400, degree=1)
+    assert not r.passed and abs(r.measured - 1) > 0.1
+
+
+def test_single_run_view_is_kept_for_the_notebook():
+    """The unregistered one-run rows keep their meaning (rms angle vs the formula)."""
+    r = D.angular_update_claim(0.9, steps=1500, window=1000)
+    assert r.predicted == pytest.approx(math.sqrt(2 * 0.1 * 0.02 / 1.9), rel=1e-15)
+    assert 0 < r.measured / r.predicted - 1 < 0.05

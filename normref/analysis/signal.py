@@ -49,30 +49,31 @@ through :func:`normref.vjp`, exact, float64): for each seed, one network
 (Gaussian weights, :math:`\sigma_w = 1`), a Gaussian input batch and a
 Gaussian cotangent at the top; one backward pass records
 :math:`\lVert\bar h^l\rVert^2` and :math:`\lVert\nabla_{W^l}L\rVert^2` for every
-layer.  The growth rate is the geometric mean of the successive ratios
+layer.  The per-seed rate is the geometric mean of the successive ratios
 :math:`g_l / g_{l+1}` over the middle layers (``window``: the bottom layers are
 skipped while the forward Gram matrix converges to its fixed point, the top
-ones while the backward signal forgets the cotangent), pooled over seeds.  The
-geometric and arithmetic means of the ratios differ by about half their
-variance, :math:`O(10^{-4})` here.  The same networks serve every batch size.
+ones while the backward signal forgets the cotangent).
 
-Finite size, honestly: the predictions are limits (width first, then batch).
-At width :math:`n` the Gram matrix of the batch fluctuates around the
-isotropic fixed point by :math:`O(\sqrt{B/n})`, which *raises*
-:math:`\mathbb E[\sigma_i^{-2}]`.  Measured during development (24 seeds,
-depth 50, layers 10..43) the linear rate at B = 64 exceeds the limit by
-+0.011, +0.0094, +0.0045, +0.0026 at widths 64, 128, 256, 512, i.e. by 69%,
-58%, 27%, 16% of the predicted excess :math:`\lambda - 1`; small batches sit
-slightly *below* the limit (B = 16: -39%, -20%, -13%, -8% of the excess).
-ReLU at width 256 (12 seeds, depth 30): 1.483, 1.467, 1.454, 1.449 for
-B = 64, 128, 256, 512, i.e. +1.1%, 0.0%, -0.9%, -1.2% of the limit (width 128:
-+1.0%, -0.3%, -1.0%, -1.8%): at these sizes the approach in B is not
-resolved, and the corrections are about 1%.  The claim rows therefore keep
-:math:`n \ge 8B` for the linear network and allow 30% of the predicted excess
-:math:`\lambda - 1` there (absolute tolerance ``0.3 (pred - 1)``: a *relative*
-tolerance on :math:`\lambda` itself could not tell B = 64's 1.0164 from no
-growth at all), and 3% relative for ReLU at B = 256.  Each row states its
-seeds, window and the standard error of the seed-to-seed spread.
+The predictions are limits (width first, then batch), so the claims are
+statistical extrapolations (docs/theory.md item 8):
+
+* linear, :math:`B = 6, 8`: mean and standard error over seeds at widths
+  256, 512, 1024, fitted by :math:`\lambda_\infty + a/n`
+  (:func:`width_extrapolation`), against :math:`(B-2)/(B-3)`;
+* ReLU, mean field: :func:`mean_field_growth` computes the infinite-width rate
+  :math:`\lambda(B)` at finite :math:`B` by Monte Carlo over one unit's batch
+  vector; fitted in :math:`1/B` (:func:`mean_field_fit`) against
+  :math:`\pi/(\pi-1)`;
+* ReLU, networks: :math:`B = 64` at widths 128, 256, 512 extrapolated in
+  :math:`1/n`, minus the mean-field finite-:math:`B` excess.
+
+Tolerances are ``N_STDERR`` (3) standard errors of the extrapolated constant
+(:mod:`normref.analysis.fits`), and each row carries the wrong constants it must
+reject (:math:`(B-1)/(B-2)`, :math:`(B-3)/(B-4)`; :math:`\sqrt2`, 1.43, 1.49).
+Without the extrapolation the raw rates are biased by the finite size: the
+ReLU rate at width 256 and :math:`B = 256` is about 1.455, 0.8% below the
+limit, and at :math:`B = 64` about 1.49 (the mean-field :math:`\lambda(64)` is
+1.4936: a :math:`+1.6/B` excess).
 """
 from __future__ import annotations
 

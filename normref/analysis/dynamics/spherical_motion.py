@@ -1,6 +1,16 @@
 r"""Item 5: spherical motion dynamics (Wan et al. 2021): the angular update
 and the norm of a scale-invariant weight at the equilibrium of SGD with weight
 decay (and momentum).
+
+The equilibrium values are the leading order of an expansion in
+:math:`\eta\lambda`; at finite :math:`\eta\lambda` the measured angular update
+with momentum :math:`\mu = 0.9` is 1-4% high (a bias growing with
+:math:`\eta\lambda`).  The stochastic rows therefore measure the ratio
+measured / predicted over a grid of :math:`\eta\lambda` with several seeds
+(:func:`smd_ratios`), fit it in :math:`\eta\lambda` and compare the
+:math:`\eta\lambda \to 0` intercept with 1, with a tolerance of ``N_STDERR``
+standard errors of the fit (:mod:`normref.analysis.fits`); the constant-gradient
+``"angle"`` row is exact (:func:`equilibrium_norm_claim`).  docs/theory.md item 5.
 """
 from __future__ import annotations
 
@@ -14,7 +24,8 @@ from .losses import make_problem, random_batches
 from .sgd import _serial, angular_updates, sgd
 
 __all__ = ["SRC_SMD", "smd_run", "smd_ratios", "angular_update_claim", "equilibrium_norm_claim",
-           "equilibrium_norm_average_claim", "ETA_LAMBDAS", "SMD_SEEDS", "N_STDERR"]
+           "equilibrium_norm_average_claim", "angular_update_limit_claim",
+           "equilibrium_norm_limit_claim", "ETA_LAMBDAS", "SMD_SEEDS", "N_STDERR"]
 
 SRC_SMD = ("Wan, Wang, Li, Zhang & Sun 2021, Spherical Motion Dynamics "
            "(arXiv:2006.08419)")
@@ -113,7 +124,7 @@ def _table(ratios, key):
 
 
 @_serial
-def angular_update_claim(momentum=0.0, kind="batch_norm", *, lr=0.1, eta_lambdas=None,
+def angular_update_limit_claim(momentum=0.0, kind="batch_norm", *, lr=0.1, eta_lambdas=None,
                          seeds=SMD_SEEDS, steps=SMD_STEPS, window=SMD_WINDOW, batch_size=8,
                          N=32, degree=2):
     r"""Item 5 (Wan et al. 2021): the angular update tends to
@@ -162,6 +173,47 @@ def angular_update_claim(momentum=0.0, kind="batch_norm", *, lr=0.1, eta_lambdas
 
 
 @_serial
+def angular_update_claim(momentum=0.0, kind="batch_norm", *, lr=0.1, weight_decay=0.02,
+                         steps=4000, window=2500, batch_size=8, N=32, seed=0,
+                         tolerance=0.05):
+    r"""Item 5, one run (the notebook's view, not registered): the rms angular
+    update at one :math:`\eta\lambda` against :math:`\sqrt{2\eta\lambda/(1+\mu)}`,
+    5% relative -- a band that also accepts nearby formulas; the registered row
+    is :func:`angular_update_limit_claim`.
+
+    Wan et al. 2021: the angular update converges to
+    :math:`\sqrt{2\eta\lambda/(1+\mu)}`.
+
+    Mini-batch SGD (``batch_size`` of ``N``) with weight decay and momentum
+    ``momentum`` on a scale-invariant loss (:func:`smd_run`); the start is
+    rescaled to roughly the equilibrium norm (:func:`_equilibrium_start`), which
+    only shortens the transient (of order :math:`(1-\mu)/(4\eta\lambda)` steps
+    near equilibrium).  Measured: the root mean square of :math:`\Delta_t`
+    over the last ``window`` steps (the equilibrium argument balances
+    :math:`\mathbb{E}[\tan^2\Delta_t]`; the plain mean, lower by Jensen, is
+    reported in the claim text).  Tolerance 5% relative: the prediction is
+    first order in :math:`\eta\lambda` and assumes the norm fluctuates slowly.
+    Observed over seeds 0-4 with the defaults (:math:`\eta\lambda = 2\cdot
+    10^{-3}`, 4000 steps, last 2500): :math:`\mu = 0` within 0.3%;
+    :math:`\mu = 0.9` systematically high by 1.1-2.2% (2.4-3.6% at
+    :math:`\eta\lambda = 4\cdot 10^{-3}`: a higher-order term that shrinks
+    with :math:`\eta\lambda`).
+    """
+    tr, _, _ = smd_run(momentum, kind, lr=lr, weight_decay=weight_decay, steps=steps,
+                       batch_size=batch_size, N=N, seed=seed)
+    delta = angular_updates(tr.w)[-window:]
+    rms = float(np.sqrt(np.mean(delta ** 2)))
+    pred = math.sqrt(2 * lr * weight_decay / (1 + momentum))
+    return Claim(
+        id=f"item5.angular_update.{kind}.mu{momentum:g}",
+        claim=(f"SGD(lr={lr}, wd={weight_decay}, momentum={momentum:g}) on a {kind} loss, "
+               f"{steps} steps of {batch_size}/{N}: rms angular update over the last "
+               f"{window} steps -> sqrt(2 lr wd/(1+mu)) (mean {float(np.mean(delta)):.5g})"),
+        source=SRC_SMD, predicted=pred, measured=rms, tolerance=tolerance, relative=True,
+    )
+
+
+@_serial
 def equilibrium_norm_claim(*, c=1.0, lr=0.1, weight_decay=0.1, steps=1500, seed=0,
                            tolerance=1e-10):
     r"""Item 5, :math:`\mu = 0`, constant :math:`C`:
@@ -196,7 +248,7 @@ def equilibrium_norm_claim(*, c=1.0, lr=0.1, weight_decay=0.1, steps=1500, seed=
 
 
 @_serial
-def equilibrium_norm_average_claim(kind="batch_norm", *, lr=0.1, eta_lambdas=None,
+def equilibrium_norm_limit_claim(kind="batch_norm", *, lr=0.1, eta_lambdas=None,
                                    seeds=SMD_SEEDS, steps=SMD_STEPS, window=SMD_WINDOW,
                                    batch_size=8, N=32, degree=1):
     r"""Item 5, :math:`\mu = 0`, stochastic :math:`C_t`: the equilibrium norm with
@@ -231,4 +283,43 @@ def equilibrium_norm_average_claim(kind="batch_norm", *, lr=0.1, eta_lambdas=Non
         tolerance=N_STDERR * fit.intercept_stderr,
         alternatives=(Alternative("formula x 1.04", 1.04), Alternative("formula x 0.96", 0.96),
                       Alternative("eta C^2/lambda", 2.0)),
+    )
+
+
+@_serial
+def equilibrium_norm_average_claim(kind="batch_norm", *, lr=0.1, weight_decay=0.02,
+                                   steps=4000, window=2500, batch_size=8, N=32, seed=0,
+                                   tolerance=0.05):
+    r"""Item 5, one run (the notebook's view, not registered; the registered row
+    is :func:`equilibrium_norm_limit_claim`).
+
+    :math:`\mu = 0`, stochastic :math:`C_t`: the equilibrium norm with
+    :math:`C^2` replaced by its average.
+
+    On the :math:`\mu = 0` run of :func:`smd_run`,
+    :math:`C_t = \lVert\nabla L_{B_t}(\hat w_t)\rVert` varies with the batch
+    and the direction; with :math:`\overline{C^2}` its mean over the last
+    ``window`` steps (each a separate normref gradient at the unit vector
+    :math:`\hat w_t`, batch :math:`B_t`), the prediction is
+    :math:`\eta\,\overline{C^2}/(\lambda(2-\eta\lambda))` and the
+    measurement the mean of :math:`\lVert w_t\rVert^4` over the same steps.
+    Only approximate — it neglects the norm fluctuation and its correlation
+    with :math:`C_t`, and the slow drift of :math:`C` as the direction trains:
+    tolerance 5% relative.
+    """
+    tr, loss_grad, batches = smd_run(0.0, kind, lr=lr, weight_decay=weight_decay,
+                                     steps=steps, batch_size=batch_size, N=N, seed=seed)
+    idx = range(steps - window, steps)
+    C2 = np.array([
+        np.sum(loss_grad(tr.w[t] / np.linalg.norm(tr.w[t]), batches[t])[1] ** 2) for t in idx
+    ])
+    pred = float(lr * np.mean(C2) / (weight_decay * (2 - lr * weight_decay)))
+    measured = float(np.mean(np.sum(tr.w[steps - window:steps] ** 2, axis=1) ** 2))
+    return Claim(
+        id=f"item5.equilibrium_norm.{kind}",
+        claim=(f"SGD(lr={lr}, wd={weight_decay}) on a {kind} loss, {steps} steps of "
+               f"{batch_size}/{N}: mean |w_t|^4 over the last {window} steps = "
+               f"lr mean(C_t^2)/(wd (2 - lr wd)), C_t = |grad L_B(w_hat_t)| "
+               f"(mean C_t^2 = {np.mean(C2):.5g})"),
+        source=SRC_SMD, predicted=pred, measured=measured, tolerance=tolerance, relative=True,
     )
