@@ -26,12 +26,18 @@ def test_fit_recovers_a_known_limit_on_synthetic_data():
 
 
 def test_fit_misfit_widens_the_error():
+    """chi^2/dof > 1 scales the intercept error by sqrt(chi^2/dof) (Birge ratio)."""
     x = np.array([0.001, 0.002, 0.004, 0.008])
-    y = 1.0 + 30 * x ** 2 * 100           # curved: a line misfits
-    f = polyfit_intercept(x, y, np.full(4, 1e-4), degree=1)
-    assert f.chi2 / f.dof > 1
-    raw = polyfit_intercept(x, y + 1e-12, np.full(4, 1e2), degree=1)   # huge errors: no scaling
-    assert f.intercept_stderr > 1e-4 and raw.chi2 < 1
+    y = 1.0 + 3000.0 * x ** 2            # curved: a line misfits
+    se = np.full(4, 1e-4)
+    f = polyfit_intercept(x, y, se, degree=1)
+    X = np.vander(x, 2, increasing=True)
+    raw = math.sqrt(np.linalg.inv(X.T @ X / 1e-8)[0, 0])
+    assert f.chi2 / f.dof > 10
+    assert f.intercept_stderr == pytest.approx(raw * math.sqrt(f.chi2 / f.dof), rel=1e-10)
+    good = polyfit_intercept(x, 1.0 + 2.0 * x, np.full(4, 1e-2), degree=1)
+    assert good.chi2 < 1e-20 and good.intercept_stderr == pytest.approx(
+        math.sqrt(np.linalg.inv(X.T @ X / 1e-4)[0, 0]), rel=1e-10)
     with pytest.raises(ValueError):
         polyfit_intercept(x[:3], y[:3], np.ones(3), degree=2)
     with pytest.raises(ValueError):
