@@ -65,7 +65,9 @@ from .norm_growth import SRC_NORM_GROWTH, effective_lr_claim, norm_growth_claim 
 from .sgd import Trajectory, angular_updates, li_arora_schedule, serial_numba, sgd
 from .sgd import _serial
 from .spherical_motion import (SRC_SMD, angular_update_claim,  # noqa: F401
-                               equilibrium_norm_average_claim, equilibrium_norm_claim, smd_run)
+                               angular_update_limit_claim, equilibrium_norm_average_claim,
+                               equilibrium_norm_claim, equilibrium_norm_limit_claim, smd_ratios,
+                               smd_run)
 from .spherical_motion import _SMD_CACHE  # noqa: F401  (tests clear it)
 
 __all__ = [
@@ -85,6 +87,9 @@ __all__ = [
     "angular_update_claim",
     "equilibrium_norm_claim",
     "equilibrium_norm_average_claim",
+    "angular_update_limit_claim",
+    "equilibrium_norm_limit_claim",
+    "smd_ratios",
     "dynamics_claims",
 ]
 
@@ -103,8 +108,8 @@ def dynamics_claims():
         rows.append(effective_lr_claim(kind))
     for kind in ("batch_norm", "layer_norm", "weight_norm"):
         rows.append(exponential_lr_claim(kind))
-    rows.append(angular_update_claim(0.0))
-    rows.append(angular_update_claim(0.9))
+    rows.append(angular_update_limit_claim(0.0))
+    rows.append(angular_update_limit_claim(0.9))
     rows.append(equilibrium_norm_claim())
-    rows.append(equilibrium_norm_average_claim())
+    rows.append(equilibrium_norm_limit_claim())
     return rows
