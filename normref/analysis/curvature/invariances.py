@@ -17,6 +17,10 @@ fact (the layer calls it; nothing here knows a normalizer by name):
   :math:`c \in \mathbb R^F` with :math:`f(A + \mathbf 1 c^\top) = f(A)`
   (batch norm: every feature; layer norm: :math:`c \propto \mathbf 1`;
   group norm: constant per group);
+* **row shift** -- the weights of that Linear layer, :math:`W \to W + s c^\top`
+  for every :math:`c`, when :math:`f(A + u s^\top) = f(A)` for a per-sample
+  shift :math:`u` (layer norm, group norm: :math:`s` constant on a group);
+  probed with a fixed random :math:`u`;
 * **re-centring** -- a Norm's affine bias :math:`\beta` feeding (through an
   identity activation or directly) a Linear layer whose output enters a
   centring Norm: :math:`\beta \to \beta + u` shifts the next summed inputs by
@@ -140,7 +144,12 @@ def _norm_probe(norm, A, family):
     probes = []
     for j in range(F):
         t = np.zeros((N, F))
-        t[:, j] = 1.0 if family == "shift" else A[:, j]
+        if family == "shift":
+            t[:, j] = 1.0
+        elif family == "row_shift":   # a per-sample shift u_n, u generic (fixed seed)
+            t[:, j] = np.random.default_rng(777).standard_normal(N)
+        else:
+            t[:, j] = A[:, j]
         probes.append(t)
     # the Jacobian's scale: a generic tangent (deterministic) of unit norm
     # made orthogonal to every candidate, so that it cannot lie in an invariant subspace
@@ -222,6 +231,13 @@ def network_invariances(net, x, loss="squared"):
                 d = np.zeros(P)
                 d[off["bias"]:off["bias"] + F] = Vs[:, r]
                 directions.append((f"shift[{k}:{r}]", d))
+        # row shift: W -> W + s c^T moves row n of A by (x_n . c) s
+        Vr = _norm_probe(norm, A, "row_shift")
+        for r in range(Vr.shape[1]):
+            for c in range(W.shape[1]):
+                d = np.zeros(P)
+                d[off["weight"]:off["weight"] + W.size] = np.outer(Vr[:, r], np.eye(W.shape[1])[c]).ravel()
+                directions.append((f"row_shift[{k}:{r},{c}]", d))
         # re-centring: a Norm's affine bias -> (identity) -> this Linear
         j = k - 2
         while j >= 0 and isinstance(layers[j], Activation) and layers[j].kind == "identity":
