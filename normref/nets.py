@@ -38,10 +38,11 @@ import abc
 
 import numpy as np
 
-from .autodiff import vjp as _vjp
+from .autodiff import jvp as _jvp, vjp as _vjp
 from .registry import REGISTRY
 
-__all__ = ["Linear", "Activation", "Norm", "MLP", "Trace"]
+__all__ = ["Linear", "Activation", "Norm", "MLP", "Trace", "LOSSES", "LOSS_CONVENTION",
+           "output_hessians"]
 
 
 # ---------------------------------------------------------------------- layers
@@ -60,6 +61,11 @@ class Layer(abc.ABC):
 
     def forward(self, x):
         return self.vjp(x)[0]
+
+    @abc.abstractmethod
+    def jvp(self, x, dx, dparams):
+        """``(y, dy)``: forward value and the directional derivative along the input
+        tangent ``dx`` and the parameter tangents ``dparams`` (a dict, as ``params``)."""
 
     @abc.abstractmethod
     def reference(self, x, params):
@@ -120,6 +126,15 @@ class Linear(Layer):
 
         return y, pullback
 
+    def jvp(self, x, dx, dparams):
+        W = self.params["weight"]
+        y = x @ W.T
+        dy = dx @ W.T + x @ dparams["weight"].T
+        if "bias" in self.params:
+            y = y + self.params["bias"]
+            dy = dy + dparams["bias"]
+        return y, dy
+
     def reference(self, x, params):
         import autograd.numpy as anp
 
@@ -151,6 +166,15 @@ class Activation(Layer):
             y = np.tanh(x)
             return y, lambda dy, params=True: (dy * (1.0 - y * y), {})
         return x, lambda dy, params=True: (dy, {})
+
+    def jvp(self, x, dx, dparams):
+        if self.kind == "relu":
+            mask = x > 0
+            return x * mask, dx * mask
+        if self.kind == "tanh":
+            y = np.tanh(x)
+            return y, dx * (1.0 - y * y)
+        return x, dx
 
     def reference(self, x, params):
         import autograd.numpy as anp
@@ -241,6 +265,21 @@ class Norm(Layer):
 
         return y.reshape(shape), pullback
 
+    def jvp(self, x, dx, dparams):
+        if self.features is None:
+            self.build(x.shape[1])
+        shape = x.shape
+        view = self._view(shape)
+        args = self._call_args(x.reshape(view), self.params)
+        tangents = [None] * len(args)
+        tangents[0] = np.asarray(dx, dtype=np.float64).reshape(view)
+        if self.affine:
+            tangents[self.adapter.weight] = dparams["weight"]
+            if "bias" in self.params:
+                tangents[self.adapter.bias] = dparams["bias"]
+        y, dy = _jvp(self.spec.function, args, tangents, **self.kwargs)
+        return np.asarray(y).reshape(shape), np.asarray(dy).reshape(shape)
+
     def reference(self, x, params):
         import autograd.numpy as anp
 
@@ -278,19 +317,61 @@ class Trace:
         return d, (self.net._flatten(grads) if params else None), outs
 
 
+#: loss names -> the per-sample output Hessian's meaning (see :data:`LOSS_CONVENTION`)
+LOSSES = ("squared", "mse", "softmax_ce", "xent")
+
+#: The one loss convention shared with :mod:`normref.analysis.curvature`.
+LOSS_CONVENTION = r"""
+L(\theta) = \frac1N \sum_{n=1}^N \ell(f_n(\theta), y_n),\qquad
+\ell_\text{squared}(z, y) = \tfrac12\|z - y\|^2,\qquad
+\ell_\text{xent}(z, y) = -\log\operatorname{softmax}(z)_y,
+\qquad \ell_\text{mse}(z, y) = \tfrac1K\|z - y\|^2 = \tfrac2K\,\ell_\text{squared}
+"""
+
+
+def _canonical_loss(loss):
+    if loss == "xent":
+        return "softmax_ce"
+    if loss not in LOSSES:
+        raise ValueError(f"unknown loss {loss!r}: expected one of {LOSSES}")
+    return loss
+
+
 def _loss_value_and_cotangent(out, y, loss):
-    """Loss value and dL/d(out) for the two supported losses (mean reductions)."""
+    """Loss value and dL/d(out) (mean over the N samples, :data:`LOSS_CONVENTION`)."""
     N = out.shape[0]
-    if loss == "mse":
+    loss = _canonical_loss(loss)
+    if loss in ("mse", "squared"):
         y = np.asarray(y, dtype=np.float64).reshape(out.shape)
         r = out - y
-        return float(np.mean(r * r)), 2.0 * r / r.size
-    if loss == "softmax_ce":
-        z = out - out.max(axis=1, keepdims=True)
-        logp = z - np.log(np.exp(z).sum(axis=1, keepdims=True))
-        t = _targets(y, out.shape)
-        return float(-np.sum(t * logp) / N), (np.exp(logp) * t.sum(axis=1, keepdims=True) - t) / N
-    raise ValueError(f"unknown loss {loss!r}: expected 'mse' or 'softmax_ce'")
+        c = 1.0 / r.size if loss == "mse" else 0.5 / N
+        return float(c * np.sum(r * r)), 2.0 * c * r
+    z = out - out.max(axis=1, keepdims=True)
+    logp = z - np.log(np.exp(z).sum(axis=1, keepdims=True))
+    t = _targets(y, out.shape)
+    return float(-np.sum(t * logp) / N), (np.exp(logp) * t.sum(axis=1, keepdims=True) - t) / N
+
+
+def output_hessians(out, loss, y=None):
+    r"""Per-sample Hessians :math:`H_n = \nabla^2_z \ell(z_n, y_n)`, shape ``(N, K, K)``.
+
+    ``"squared"``: :math:`I`; ``"mse"``: :math:`\tfrac2K I`; ``"softmax_ce"`` /
+    ``"xent"``: :math:`\mathrm{diag}(p_n) - p_n p_n^\top` times the total target
+    mass of row n (1 for labels or probability rows).  The Hessian of :math:`L`
+    itself is :math:`H_n / N` (:data:`LOSS_CONVENTION`).
+    """
+    out = np.asarray(out, dtype=np.float64)
+    N, K = out.shape
+    loss = _canonical_loss(loss)
+    if loss in ("squared", "mse"):
+        c = 1.0 if loss == "squared" else 2.0 / K
+        return np.broadcast_to(c * np.eye(K), (N, K, K))
+    e = np.exp(out - out.max(axis=1, keepdims=True))
+    p = e / e.sum(axis=1, keepdims=True)
+    H = np.einsum("nk,kl->nkl", p, np.eye(K)) - np.einsum("nk,nl->nkl", p, p)
+    if y is not None:
+        H = H * _targets(y, out.shape).sum(axis=1)[:, None, None]
+    return H
 
 
 def _targets(y, shape):
@@ -309,15 +390,22 @@ class MLP:
     (layer order, then each layer's ``param_names`` order, C order) and
     :meth:`set_params` writes one back.
 
-    Losses (mean reductions, as ``torch.nn.functional``):
+    Losses: one convention, shared with :mod:`normref.analysis.curvature`
+    (:data:`LOSS_CONVENTION`): a mean over the N samples of a per-sample loss,
 
     .. math::
 
-        L_\text{mse} = \frac{1}{N d}\sum_{n,k} (f_{nk} - y_{nk})^2,\qquad
-        L_\text{ce} = -\frac1N \sum_n \sum_k t_{nk} \log \operatorname{softmax}(f_n)_k
+        L = \frac1N\sum_n \ell(f_n, y_n),\quad
+        \ell_\text{squared} = \tfrac12\|f_n - y_n\|^2,\quad
+        \ell_\text{softmax\_ce} = -\sum_k t_{nk} \log \operatorname{softmax}(f_n)_k
 
-    with ``t`` one-hot for integer labels ``y`` of shape ``(N,)``, or ``y``
-    itself (rows of probabilities) otherwise.
+    (``"xent"`` is an alias of ``"softmax_ce"``), with ``t`` one-hot for integer
+    labels ``y`` of shape ``(N,)``, or ``y`` itself (rows of probabilities)
+    otherwise.  ``"mse"`` is PyTorch's mean reduction
+    :math:`\frac1{NK}\sum_{n,k}(f_{nk}-y_{nk})^2`, i.e. the per-sample loss
+    :math:`\tfrac1K\|f_n-y_n\|^2 = \tfrac2K\,\ell_\text{squared}`; it is
+    kept for comparisons with PyTorch, and its Gauss-Newton matrix is
+    :math:`\tfrac2K` times that of ``"squared"``.
     """
 
     def __init__(self, layers):
@@ -392,8 +480,18 @@ class MLP:
 
         return t.output, pullback
 
+    def jvp(self, x, dtheta, dx=None):
+        r"""``(y, dy)``: the output and :math:`\partial y/\partial\theta \cdot d\theta`
+        (plus :math:`\partial y/\partial x \cdot dx`), forward mode through the
+        layers' exact JVPs (:func:`normref.jvp` for the normalizers), batch held fixed."""
+        h = np.asarray(x, dtype=np.float64)
+        dh = np.zeros_like(h) if dx is None else np.asarray(dx, dtype=np.float64)
+        for layer, dp in zip(self.layers, self.split(dtheta)):
+            h, dh = layer.jvp(h, dh, dp)
+        return h, dh
+
     def loss_and_grad(self, x, y, loss="mse"):
-        """``(L, dL/dtheta)`` (flat) for ``loss`` in ``"mse"``, ``"softmax_ce"``."""
+        """``(L, dL/dtheta)`` (flat) for ``loss`` in :data:`LOSSES`."""
         out, pb = self.vjp(x)
         value, dout = _loss_value_and_cotangent(out, y, loss)
         return value, pb(dout)[1]
@@ -444,13 +542,14 @@ class MLP:
         import autograd.numpy as anp
 
         out = self.reference_forward(theta, x)
+        loss = _canonical_loss(loss)
         if loss == "mse":
             return anp.mean((out - np.reshape(y, out.shape)) ** 2)
-        if loss == "softmax_ce":
-            z = out - anp.max(out, axis=1, keepdims=True)
-            logp = z - anp.log(anp.sum(anp.exp(z), axis=1, keepdims=True))
-            return -anp.sum(_targets(y, out.shape) * logp) / out.shape[0]
-        raise ValueError(f"unknown loss {loss!r}: expected 'mse' or 'softmax_ce'")
+        if loss == "squared":
+            return 0.5 * anp.sum((out - np.reshape(y, out.shape)) ** 2) / out.shape[0]
+        z = out - anp.max(out, axis=1, keepdims=True)
+        logp = z - anp.log(anp.sum(anp.exp(z), axis=1, keepdims=True))
+        return -anp.sum(_targets(y, out.shape) * logp) / out.shape[0]
 
     def __repr__(self):
         return "MLP([" + ", ".join(map(repr, self.layers)) + "])"

@@ -13,9 +13,23 @@ Conventions
 * Parameters are one flat float64 vector ``w`` of size :math:`P`; matrices
   are :math:`P \times P`.
 * A *model* maps ``w`` to outputs ``z`` of shape ``(N, K)`` (``(N,)`` is
-  read as ``K = 1``), one row per sample.  Losses are **means** over the
-  batch, :math:`L(w) = \frac1N \sum_n \ell(z_n(w), y_n)`, so every curvature
-  matrix carries the factor :math:`1/N`.  With a normalizer that mixes
+  read as ``K = 1``), one row per sample.
+* **The loss convention** (one for the package and :mod:`normref.nets`,
+  :data:`normref.nets.LOSS_CONVENTION`): a mean over the batch of a
+  per-sample loss,
+
+  .. math::
+
+      L(w) = \frac1N \sum_n \ell(z_n(w), y_n),\qquad
+      \ell_\text{squared} = \tfrac12\|z_n - y_n\|^2 \;(H_n = I),\qquad
+      \ell_\text{xent} = -\log\operatorname{softmax}(z_n)_{y_n}
+      \;(H_n = \mathrm{diag}(p_n) - p_n p_n^\top),
+
+  so every curvature matrix carries the factor :math:`1/N`.  ``"squared"``
+  (``output_hessian="squared"``) and ``"softmax"`` / ``"softmax_ce"`` /
+  ``"xent"`` mean these everywhere; nets' ``"mse"`` (PyTorch's mean over
+  :math:`N K` entries) is :math:`\tfrac2K\,\ell_\text{squared}`, accepted
+  by name (:math:`H_n = \tfrac2K I`) and never silently mixed with it.  With a normalizer that mixes
   samples (batch norm) :math:`z_n` depends on the whole batch; the per-sample
   Jacobian :math:`J_n = \partial z_n / \partial w` is still well defined and
   includes that coupling.
@@ -73,7 +87,14 @@ Modules, by job:
 
 * :mod:`~normref.analysis.curvature.matrices` -- Hessian, Gauss-Newton,
   Fisher, K-FAC, operators;
-* :mod:`~normref.analysis.curvature.condition` -- :func:`condition_number`;
+* :mod:`~normref.analysis.curvature.condition` -- :func:`condition_number`
+  (dense, Lanczos, LOBPCG, shift-invert; null space deflated; convergence
+  reported);
+* :mod:`~normref.analysis.curvature.network` -- :class:`NetworkCurvature`:
+  every matrix above, dense and matrix-free, and K-FAC, for any
+  :class:`normref.nets.MLP`;
+* :mod:`~normref.analysis.curvature.invariances` -- the exact null-space
+  bases of a network's invariances and the scale metric;
 * :mod:`~normref.analysis.curvature.input_conditioning` -- docs/theory.md item 6;
 * :mod:`~normref.analysis.curvature.scale_invariance` -- item 1 (curvature);
 * :mod:`~normref.analysis.curvature.normalization_fisher` -- normalization vs
@@ -84,11 +105,13 @@ Every public name is importable from ``normref.analysis.curvature``.
 from __future__ import annotations
 
 from ..claims import register_claims
-from .condition import DEFAULT_RTOL, ConditionReport, condition_number
+from .condition import DEFAULT_RTOL, METHODS, ConditionReport, condition_number
+from .invariances import NULL_RTOL, Invariances, network_invariances
 from .input_conditioning import exact_moment_sample, input_conditioning_claims
 from .input_conditioning import _linear_unit_loss  # noqa: F401  (for proofs/)
-from .matrices import (as_operator, fisher, gauss_newton, hessian, kfac_block, kfac_factors,
-                       normalizer_gauss_newton)
+from .matrices import (as_operator, fisher, fisher_from_jacobian, gauss_newton, hessian,
+                       kfac_block, kfac_factors, normalizer_gauss_newton)
+from .network import KINDS, KFACFactor, NetworkCurvature
 from .normalization_fisher import (fisher_condition, hidden_normalizer,
                                    input_mean_fisher_claims, normalization_fisher_claims)
 from .normalization_fisher import _init_params, _mlp  # noqa: F401  (the test MLP, for tests)
@@ -115,6 +138,14 @@ __all__ = [
     "fisher_condition",
     "curvature_claims",
     "DEFAULT_RTOL",
+    "METHODS",
+    "fisher_from_jacobian",
+    "NetworkCurvature",
+    "KFACFactor",
+    "KINDS",
+    "Invariances",
+    "network_invariances",
+    "NULL_RTOL",
 ]
 
 

@@ -14,7 +14,10 @@ import autograd
 from autograd.differential_operators import make_hvp, make_jvp_reversemode, make_vjp
 from scipy.sparse.linalg import LinearOperator, aslinearoperator
 
-__all__ = ["hessian", "gauss_newton", "fisher", "kfac_factors", "kfac_block", "as_operator",
+from ...nets import LOSSES, output_hessians
+
+__all__ = ["hessian", "gauss_newton", "fisher", "fisher_from_jacobian", "kfac_factors",
+           "kfac_block", "as_operator",
            "normalizer_gauss_newton"]
 
 
@@ -59,13 +62,21 @@ def _output_hessians(output_hessian, z):
         if output_hessian == "softmax":  # l = -log softmax(z)_y
             p = _softmax(z)
             return np.einsum("nk,kl->nkl", p, np.eye(K)) - np.einsum("nk,nl->nkl", p, p)
-        raise ValueError(f"output_hessian must be 'squared', 'softmax', a callable "
-                         f"or an array, got {output_hessian!r}")
+        if output_hessian in LOSSES:  # normref.nets' names, one convention
+            return np.asarray(output_hessians(z, output_hessian))
+        raise ValueError(f"output_hessian must be 'squared', 'softmax', one of {LOSSES}, "
+                         f"a callable or an array, got {output_hessian!r}")
     Hz = output_hessian(z) if callable(output_hessian) else output_hessian
     Hz = np.asarray(Hz, dtype=np.float64)
     if Hz.shape != (N, K, K):
         raise ValueError(f"output Hessians have shape {Hz.shape}, expected {(N, K, K)}")
     return Hz
+
+
+def _jhj(J, Hz):
+    r""":math:`\sum_n J_n^\top H_n J_n` as two BLAS contractions (not a 4-index einsum)."""
+    HJ = np.einsum("nkl,nlq->nkq", Hz, J)
+    return np.tensordot(J, HJ, axes=([0, 1], [0, 1]))
 
 
 def gauss_newton(model, w, output_hessian="squared"):
@@ -75,11 +86,13 @@ def gauss_newton(model, w, output_hessian="squared"):
     exact Jacobian (``autograd.jacobian``).  ``output_hessian`` is
     ``"squared"`` (:math:`\ell = \tfrac12\|z - y\|^2`, :math:`H_n = I`),
     ``"softmax"`` (cross-entropy of a softmax, :math:`H_n = \mathrm{diag}(p_n)
-    - p_n p_n^\top`), an array ``(N, K, K)`` or a callable ``z -> (N, K, K)``.
+    - p_n p_n^\top`), any loss name of :data:`normref.nets.LOSSES` (``"mse"``:
+    :math:`H_n = \tfrac2K I`, ``"softmax_ce"``/``"xent"`` as ``"softmax"``),
+    an array ``(N, K, K)`` or a callable ``z -> (N, K, K)``.
     """
     z, J = _model_jacobian(model, w)
     Hz = _output_hessians(output_hessian, z)
-    return np.einsum("nkp,nkl,nlq->pq", J, Hz, J) / z.shape[0]
+    return _jhj(J, Hz) / z.shape[0]
 
 
 def fisher(model, w, *, likelihood="softmax", targets=None, empirical=False, sigma2=1.0):
@@ -101,7 +114,16 @@ def fisher(model, w, *, likelihood="softmax", targets=None, empirical=False, sig
     expectation: :math:`\hat F = \frac1N \sum_n g_{n,y_n} g_{n,y_n}^\top`.
     """
     z, J = _model_jacobian(model, w)
+    return fisher_from_jacobian(z, J, likelihood=likelihood, targets=targets,
+                                empirical=empirical, sigma2=sigma2)
+
+
+def fisher_from_jacobian(z, J, *, likelihood="softmax", targets=None, empirical=False,
+                         sigma2=1.0):
+    """:func:`fisher` from the outputs ``z`` (N, K) and their Jacobian ``J`` (N, K, P)."""
+    z = np.asarray(z, dtype=np.float64)
     N, K = z.shape
+    J = np.asarray(J, dtype=np.float64).reshape(N, K, -1)
     if likelihood == "softmax":
         p = _softmax(z)
         Jp = np.einsum("nkp,nk->np", J, p)                     # J_n^T p_n
@@ -112,7 +134,8 @@ def fisher(model, w, *, likelihood="softmax", targets=None, empirical=False, sig
             g = Jp - J[np.arange(N), y]                         # (N, P)
             return g.T @ g / N
         g = Jp[:, None, :] - J                                  # (N, K, P): g_{n,k}
-        return np.einsum("nk,nkp,nkq->pq", p, g, g) / N
+        gs = g * np.sqrt(p)[:, :, None]
+        return np.tensordot(gs, gs, axes=([0, 1], [0, 1])) / N
     if likelihood == "gaussian":
         if empirical:
             if targets is None:
@@ -120,7 +143,7 @@ def fisher(model, w, *, likelihood="softmax", targets=None, empirical=False, sig
             r = (z - np.asarray(targets, dtype=np.float64).reshape(N, K)) / sigma2
             g = np.einsum("nkp,nk->np", J, r)
             return g.T @ g / N
-        return np.einsum("nkp,nkq->pq", J, J) / (N * sigma2)
+        return np.tensordot(J, J, axes=([0, 1], [0, 1])) / (N * sigma2)
     raise ValueError(f"likelihood must be 'softmax' or 'gaussian', got {likelihood!r}")
 
 
