@@ -162,3 +162,13 @@ def test_ulp_error_agrees_with_normref_numerics():
     # float64 first (mpmath at its default 15 digits)
     np.testing.assert_allclose(_mpref.ulp_error(exact, approx),
                                numerics.ulps_of(exact, approx), rtol=0, atol=1.0)
+
+
+def test_curvature_scale_runs_and_agrees_with_dense(capsys):
+    import curvature_scale
+
+    curvature_scale.main(["--cases", "1e3-dual", "--methods", "lanczos"])
+    rows = [ln.split() for ln in capsys.readouterr().out.splitlines()
+            if ln.startswith("1e3-dual")]
+    assert [r[3] for r in rows] == ["dense", "lanczos"]
+    assert rows[1][7] == "True" and float(rows[1][-1]) <= 1e-9

@@ -91,8 +91,10 @@ Modules, by job:
   (dense, Lanczos, LOBPCG, shift-invert; null space deflated; convergence
   reported);
 * :mod:`~normref.analysis.curvature.network` -- :class:`NetworkCurvature`:
-  every matrix above, dense and matrix-free, and K-FAC, for any
-  :class:`normref.nets.MLP`;
+  every matrix above, dense and matrix-free, its output-space Gram matrix
+  (``space="dual"``), for any :class:`normref.nets.MLP`;
+* :mod:`~normref.analysis.curvature.kfac` -- K-FAC factors collected by the
+  network and the K-FAC preconditioner;
 * :mod:`~normref.analysis.curvature.invariances` -- the exact null-space
   bases of a network's invariances and the scale metric;
 * :mod:`~normref.analysis.curvature.input_conditioning` -- docs/theory.md item 6;
@@ -105,8 +107,9 @@ Every public name is importable from ``normref.analysis.curvature``.
 from __future__ import annotations
 
 from ..claims import register_claims
-from .condition import DEFAULT_RTOL, METHODS, ConditionReport, condition_number
-from .invariances import NULL_RTOL, Invariances, network_invariances
+from .condition import DEFAULT_RTOL, METHODS, ConditionReport, condition_number, orthonormal_basis
+from .invariances import NULL_RTOL, SCALE_FAMILIES, Invariances, network_invariances
+from .kfac import DEFAULT_DAMPING, KFACPreconditioner
 from .input_conditioning import exact_moment_sample, input_conditioning_claims
 from .input_conditioning import _linear_unit_loss  # noqa: F401  (for proofs/)
 from .matrices import (as_operator, fisher, fisher_from_jacobian, gauss_newton, hessian,
@@ -142,6 +145,10 @@ __all__ = [
     "fisher_from_jacobian",
     "NetworkCurvature",
     "KFACFactor",
+    "KFACPreconditioner",
+    "DEFAULT_DAMPING",
+    "orthonormal_basis",
+    "SCALE_FAMILIES",
     "KINDS",
     "Invariances",
     "network_invariances",

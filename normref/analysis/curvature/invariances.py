@@ -29,6 +29,22 @@ fact (the layer calls it; nothing here knows a normalizer by name):
   by :math:`s \in \mathbb R^F`: :math:`f(A\,\mathrm{diag}(s)) = f(A)`; the
   direction is :math:`(\mathrm{diag}(s) W, \mathrm{diag}(s) b)`
   (batch norm: every row; layer norm: all rows at once);
+* **homogeneous scale** -- when the Norm's invariant scalings include the
+  uniform one (:math:`A \to aA`), scaling a source upstream -- a Linear
+  layer's :math:`(W, b)` or a Norm's affine parameters -- reached through
+  positively homogeneous activations (:data:`HOMOGENEOUS`: ReLU, identity;
+  :math:`\phi(az) = a\phi(z)`, :math:`a > 0`) together with the biases of
+  the Linear layers on the way scales that input by :math:`a`; one direction
+  per source (BN -> ReLU -> Linear -> BN: the first BN's :math:`(\gamma,
+  \beta)` with the Linear's bias).  These are scale directions (exact
+  null vectors of :math:`J`); they get no scale-metric group;
+* **unit rescaling** -- a unit between a source (a Linear layer's row of
+  :math:`(W, b)`, a Norm's per-feature :math:`(\gamma_f, \beta_f)`) and the
+  next Linear layer through positively homogeneous activations: the
+  source's row times :math:`a`, the next weight's column :math:`f` divided by
+  :math:`a`, the network's classical ReLU symmetry (Neyshabur et al. 2015,
+  Path-SGD, arXiv:1506.02617); tangent ``(row, -column)``, exact whatever
+  ``eps``;
 * **softmax shift** -- with ``"softmax_ce"`` and a final Linear layer, the
   logits' common shift: :math:`b \to b + t\mathbf 1` and
   :math:`W \to W + \mathbf 1 c^\top` (:math:`d_\text{in} + 1` directions).
@@ -62,12 +78,18 @@ arXiv:1803.01814: the effective step on the sphere).
 from __future__ import annotations
 
 import numpy as np
-from scipy.linalg import orth
 
 from ...autodiff import jvp as _jvp
 from ...nets import Activation, Linear, Norm
+from .condition import orthonormal_basis
 
-__all__ = ["Invariances", "network_invariances", "NULL_RTOL"]
+__all__ = ["Invariances", "network_invariances", "NULL_RTOL", "SCALE_FAMILIES", "HOMOGENEOUS"]
+
+#: families whose directions are orbit tangents :math:`d = s \odot \theta` of a scaling
+#: :math:`\theta_i \to a^{s_i}\theta_i` (:math:`s_i \in \{0, \pm1\}`): null for
+#: :math:`J`, and for the Hessian :math:`H d = -s \odot \nabla L` (0 at a critical point);
+#: the others are translations, :math:`H d = 0` and :math:`L(\theta + t d) = L(\theta)`
+SCALE_FAMILIES = ("scale", "homogeneous", "unit_rescale")
 
 #: relative singular-value threshold of the invariance probes (sqrt of float64 eps)
 NULL_RTOL = float(np.sqrt(np.finfo(np.float64).eps))
@@ -106,7 +128,12 @@ class Invariances:
         U = np.stack([v for _, v in self.directions], axis=1)
         if metric:
             U = U / self.metric()[:, None]
-        return orth(U)
+        return orthonormal_basis(U)
+
+    @staticmethod
+    def is_scale(label):
+        """True for an orbit tangent of a scaling (:data:`SCALE_FAMILIES`)."""
+        return label.split("[")[0] in SCALE_FAMILIES
 
     def counts(self):
         out = {}
@@ -132,32 +159,46 @@ def _null(M, scale=None):
     return Vt[rank:].T
 
 
+#: largest probe matrix (entries) decomposed at once; beyond it the null space is found
+#: on a subset of the samples' outputs and verified on all of them
+PROBE_ENTRIES = 4_000_000
+
+
 def _norm_probe(norm, A, family):
-    """Null space (F, r) of the normalizer's JVP over the candidate feature directions."""
+    """Null space (F, r) of the normalizer's JVP over the candidate feature directions.
+
+    Candidate ``j`` is the tangent whose column ``j`` is ``V[:, j]`` (ones for
+    shift, a fixed generic per-sample shift for row shift, ``A[:, j]`` for
+    scale) and whose other columns are 0; its exact JVP, divided by
+    ``|V[:, j]|``, is column ``j`` of the probe matrix.  The Jacobian's scale
+    is the JVP norm of a generic unit tangent orthogonal to every candidate
+    (the candidates have disjoint supports, so that is a per-column
+    projection).  When ``N F^2`` exceeds :data:`PROBE_ENTRIES` the SVD sees
+    the outputs of a fixed subset of samples (every JVP still runs on the
+    whole batch, so batch statistics are exact); each null vector found is
+    then checked on *all* outputs, and a failed check repeats the probe on
+    all of them.
+    """
     N, F = A.shape
     view = norm._view(A.shape)
     kwargs = dict(norm.kwargs)
     if family == "scale" and "eps" in norm.spec.signature:
         kwargs["eps"] = 0.0
     args = norm._call_args(A.reshape(view), norm.params)
-    cols = []
-    probes = []
-    for j in range(F):
-        t = np.zeros((N, F))
-        if family == "shift":
-            t[:, j] = 1.0
-        elif family == "row_shift":   # a per-sample shift u_n, u generic (fixed seed)
-            t[:, j] = np.random.default_rng(777).standard_normal(N)
-        else:
-            t[:, j] = A[:, j]
-        probes.append(t)
-    # the Jacobian's scale: a generic tangent (deterministic) of unit norm
-    # made orthogonal to every candidate, so that it cannot lie in an invariant subspace
-    ref = np.random.default_rng(12345).standard_normal(N * F)
-    Qc, _ = np.linalg.qr(np.stack([t.ravel() for t in probes], axis=1))
-    ref = ref - Qc @ (Qc.T @ ref)
-    probes.append((ref / np.linalg.norm(ref)).reshape(N, F))
-    for t in probes:
+    if family == "shift":
+        V = np.ones((N, F))
+    elif family == "row_shift":
+        V = np.repeat(np.random.default_rng(777).standard_normal(N)[:, None], F, axis=1)
+    else:
+        V = np.array(A, dtype=np.float64)
+    vn = np.sqrt((V * V).sum(axis=0))
+    ref = np.random.default_rng(12345).standard_normal((N, F))
+    ok = vn > 0
+    ref[:, ok] -= V[:, ok] * ((ref[:, ok] * V[:, ok]).sum(axis=0) / vn[ok] ** 2)
+    ref /= np.linalg.norm(ref)
+
+    def jvp(t):
+        nonlocal kwargs
         tangents = [None] * len(args)
         tangents[0] = t.reshape(view)
         try:
@@ -167,11 +208,28 @@ def _norm_probe(norm, A, family):
                 raise
             kwargs = dict(norm.kwargs)          # eps=0 refused: probe at the layer's eps
             _, dy = _jvp(norm.spec.function, args, tangents, **kwargs)
-        cols.append(np.asarray(dy, dtype=np.float64).ravel())
-    scale = np.linalg.norm(cols.pop())
-    M = np.stack(cols, axis=1)
-    M = M / np.array([max(np.linalg.norm(t), 1e-300) for t in probes[:-1]])[None, :]
-    return _null(M, scale)
+        return np.asarray(dy, dtype=np.float64).reshape(N, F)
+
+    def probe(rows):
+        M = np.empty((rows.size * F, F))
+        t = np.zeros((N, F))
+        for j in range(F):
+            t[:, j] = V[:, j]
+            M[:, j] = jvp(t)[rows].ravel() / max(vn[j], 1e-300)
+            t[:, j] = 0.0
+        return _null(M, np.linalg.norm(jvp(ref)[rows]))
+
+    if N * F * F <= PROBE_ENTRIES:
+        return probe(np.arange(N))
+    n_sub = max(2, PROBE_ENTRIES // (F * F))
+    rows = np.sort(np.random.default_rng(4242).choice(N, size=min(N, n_sub), replace=False))
+    Vn = probe(rows)
+    scale = np.linalg.norm(jvp(ref))
+    for r in range(Vn.shape[1]):
+        t = V * (Vn[:, r] / np.maximum(vn, 1e-300))[None, :]
+        if np.linalg.norm(jvp(t)) > NULL_RTOL * scale * np.linalg.norm(t):
+            return probe(np.arange(N))
+    return Vn
 
 
 def _groups(V, F):
@@ -195,6 +253,68 @@ def _groups(V, F):
     if len(groups) != V.shape[1]:
         return None
     return groups
+
+
+#: activations positively homogeneous of degree 1: phi(a z) = a phi(z) for a > 0
+HOMOGENEOUS = ("relu", "identity")
+
+
+def _homogeneous_paths(layers, k, offsets, P):
+    """Scale directions through degree-1 activations into the Linear ``k - 1``
+    feeding the scale-invariant Norm ``k``: scaling a source layer (a Linear's
+    ``(W, b)`` or a Norm's affine parameters) and the biases of the Linear
+    layers between it and Norm ``k`` by the same factor scales Norm ``k``'s
+    input uniformly, which it ignores.  One direction per source on the chain."""
+    out = []
+    biases = []                               # parameter index ranges scaled along the chain
+
+    def source(j, layer):                     # scale all of the layer's parameters + biases
+        off = offsets(j)
+        d = np.zeros(P)
+        for name in layer.param_names:
+            d[off[name]:off[name] + layer.params[name].size] = layer.params[name].ravel()
+        for lo, val in biases:
+            d[lo:lo + val.size] = val
+        out.append((f"homogeneous[{j}->{k}]", d))
+
+    j = k - 1
+    while j >= 0:
+        layer = layers[j]
+        if isinstance(layer, Linear):
+            if j < k - 1:
+                source(j, layer)
+            if "bias" in layer.params:       # the chain continues: W (a h) + a b = a (W h + b)
+                biases.append((offsets(j)["bias"], layer.params["bias"].ravel()))
+        elif isinstance(layer, Activation):
+            if layer.kind not in HOMOGENEOUS:
+                break
+        else:
+            if isinstance(layer, Norm) and layer.affine and layer.params:
+                source(j, layer)
+            break
+        j -= 1
+    return out
+
+
+def _unit_rows(src, off, F):
+    """``rows(f)``: the ``(indices, values)`` of unit ``f``'s outgoing-scale parameters
+    of a source layer (a Linear's row ``f`` of ``(W, b)``; a Norm's per-feature
+    affine ``(gamma_f, beta_f)``), or None when the layer has no per-unit parameters."""
+    if isinstance(src, Linear):
+        W = src.params["weight"]
+        b = src.params.get("bias")
+
+        def rows(f):
+            out = [(off["weight"] + f * W.shape[1] + np.arange(W.shape[1]), W[f])]
+            if b is not None:
+                out.append((off["bias"] + f, b[f]))
+            return out
+
+        return rows
+    if (isinstance(src, Norm) and src.affine and src.params
+            and all(src.params[n].shape == (F,) for n in src.param_names)):
+        return lambda f: [(off[n] + f, src.params[n][f]) for n in src.param_names]
+    return None
 
 
 def network_invariances(net, x, loss="squared"):
@@ -257,6 +377,13 @@ def network_invariances(net, x, loss="squared"):
         groups = _groups(Vc, F)
         blocks = ([np.isin(np.arange(F), g).astype(float) for g in groups] if groups is not None
                   else [Vc[:, r] for r in range(Vc.shape[1])])
+        # homogeneous: uniform column scaling reached through degree-1 activations
+        # (the probe's coordinates are columns of A of unit norm: A -> aA is c ~ |A_:j|)
+        uni = np.linalg.norm(A, axis=0)
+        uni = uni / max(np.linalg.norm(uni), 1e-300)
+        if Vc.shape[1] and np.linalg.norm(uni - Vc @ (Vc.T @ uni)) <= NULL_RTOL:
+            for label, d in _homogeneous_paths(layers, k, offsets, P):
+                directions.append((label, d))
         for r, s in enumerate(blocks):
             d = np.zeros(P)
             d[off["weight"]:off["weight"] + W.size] = (s[:, None] * W).ravel()
@@ -270,6 +397,27 @@ def network_invariances(net, x, loss="squared"):
                 if "bias" in lin.params:
                     idx = np.concatenate([idx, off["bias"] + rows])
                 scale_groups.append(idx)
+    # unit rescaling through degree-1 activations: (row f of a source) * a, (column f of
+    # the next Linear) / a
+    for t, lin in enumerate(layers):
+        if not isinstance(lin, Linear):
+            continue
+        j = t - 1
+        while j >= 0 and isinstance(layers[j], Activation) and layers[j].kind in HOMOGENEOUS:
+            j -= 1
+        if j < 0 or j == t - 1 and isinstance(layers[j], Linear):
+            continue                           # no source, or Linear -> Linear (no unit)
+        rows = _unit_rows(layers[j], offsets(j), lin.d_in)
+        if rows is None:
+            continue
+        off_t = offsets(t)
+        Wt = lin.params["weight"]
+        for f in range(lin.d_in):
+            d = np.zeros(P)
+            for idx, val in rows(f):
+                d[idx] = val
+            d[off_t["weight"] + f:off_t["weight"] + Wt.size:Wt.shape[1]] = -Wt[:, f]
+            directions.append((f"unit_rescale[{j}->{t}:{f}]", d))
     # softmax shift of the logits
     last = len(layers) - 1
     while last >= 0 and isinstance(layers[last], Activation) and layers[last].kind == "identity":

@@ -48,45 +48,23 @@ and gives, at the network's current parameters :math:`\theta`:
 """
 from __future__ import annotations
 
+import warnings
+from dataclasses import replace
+
 import numpy as np
 import autograd
 from autograd.differential_operators import make_hvp
 from scipy.sparse.linalg import LinearOperator
 
-from ...nets import Linear, _canonical_loss, _loss_value_and_cotangent, output_hessians
+from ...nets import _canonical_loss, _loss_value_and_cotangent, output_hessians
 from .condition import condition_number
+from .kfac import DEFAULT_DAMPING, KFACFactor, KFACPreconditioner, kfac_factors_of
 from .matrices import _jhj, fisher_from_jacobian
 
 __all__ = ["NetworkCurvature", "KFACFactor", "KINDS"]
 
 #: curvature kinds of :meth:`NetworkCurvature.matrix` / :meth:`NetworkCurvature.operator`
 KINDS = ("hessian", "gauss_newton", "fisher", "empirical_fisher")
-
-
-class KFACFactor:
-    """K-FAC factors of Linear layer ``layer`` (its index in the network):
-    ``A`` (inputs, with a trailing 1 when ``bias``), ``B`` (pre-activation
-    gradients); ``slice`` is the layer's parameter range; ``block()`` is the
-    approximation of the curvature block of ``[vec(W), b]`` ordered as the
-    network's flat parameters (row-major W, then b)."""
-
-    def __init__(self, layer, A, B, bias, start):
-        self.layer, self.A, self.B, self.bias = layer, A, B, bias
-        d_out, d_in1 = B.shape[0], A.shape[0]
-        self.slice = slice(start, start + d_out * d_in1)
-
-    def block(self):
-        d_out, d_in1 = self.B.shape[0], self.A.shape[0]
-        K = np.kron(self.B, self.A)   # index (i, j) = i * d_in1 + j: row i of [W, b]
-        if not self.bias:
-            return K
-        d_in = d_in1 - 1
-        perm = [i * d_in1 + j for i in range(d_out) for j in range(d_in)]
-        perm += [i * d_in1 + d_in for i in range(d_out)]
-        return K[np.ix_(perm, perm)]
-
-    def __repr__(self):
-        return f"KFACFactor(layer={self.layer}, A{self.A.shape}, B{self.B.shape})"
 
 
 class NetworkCurvature:
@@ -197,6 +175,54 @@ class NetworkCurvature:
         op._count = count
         return op
 
+    def _output_factors(self, kind):
+        lam, V = np.linalg.eigh(self.output_hessians(kind))
+        lam = np.clip(lam, 0.0, None)
+        keep = lam > 1e-12 * max(lam.max(), 1e-300)
+        C = V * np.sqrt(lam)[:, None, :] / np.sqrt(self.N)      # (N, K, K): columns c_nj
+        n_idx, j_idx = np.nonzero(keep)
+        return C, n_idx, j_idx
+
+    def output_rank(self, kind="gauss_newton"):
+        """``m``, the number of output factors :math:`c_{nj}` (the size of
+        :meth:`gram`): the rank of ``kind``'s matrix is at most ``m``."""
+        return int(self._output_factors(kind)[1].size)
+
+    def gram(self, kind="gauss_newton", metric=None):
+        r"""The dual of a Gauss-Newton-type ``kind``: with :math:`H_n = \sum_j c_{nj}
+        c_{nj}^\top` (eigen-factorization; factors of eigenvalue
+        :math:`\le 10^{-12}\max` dropped, e.g. the softmax's :math:`\mathbf 1`),
+        :math:`B` the :math:`m \times P` matrix of rows
+        :math:`c_{nj}^\top J_n / \sqrt N` and :math:`M = B^\top B`, the
+        ``LinearOperator`` :math:`B D^2 B^\top` (:math:`m \times m`; ``metric`` a
+        positive vector :math:`D`, default 1): the output-space Gram matrix (the
+        empirical NTK weighted by the loss).  Its nonzero eigenvalues are exactly
+        those of :math:`D M D`, and every invariance direction (:math:`J d = 0`)
+        is absent by construction; each product is one backward and one forward
+        pass, as for :meth:`operator`."""
+        if kind not in ("gauss_newton", "fisher", "empirical_fisher"):
+            raise ValueError(f"gram: kind must be a Gauss-Newton type "
+                             f"('gauss_newton', 'fisher', 'empirical_fisher'), got {kind!r}")
+        C, n_idx, j_idx = self._output_factors(kind)
+        m = n_idx.size
+        D2 = None if metric is None else np.asarray(metric, dtype=np.float64) ** 2
+        net, x, tr, N, K = self.net, self.x, self._trace, self.N, self.K
+        count = [0]
+
+        def mv(u):
+            count[0] += 1
+            W = np.zeros((N, K, K))
+            W[n_idx, :, j_idx] = C[n_idx, :, j_idx] * np.ravel(u)[:, None]
+            g = tr.backward(W.sum(axis=2))[1]
+            if D2 is not None:
+                g = D2 * g
+            _, jv = net.jvp(x, g)
+            return np.einsum("mk,mk->m", C[n_idx, :, j_idx], jv[n_idx])
+
+        op = _CountingOperator((m, m), mv)
+        op._count = count
+        return op
+
     # -- invariances and condition numbers
     def invariances(self):
         """:func:`~normref.analysis.curvature.invariances.network_invariances` here."""
@@ -205,53 +231,67 @@ class NetworkCurvature:
         return network_invariances(self.net, self.x, self.loss)
 
     def condition(self, kind="gauss_newton", method="dense", *, invariances=True, metric=True,
-                  **kwargs):
+                  preconditioner="kfac", space="primal", **kwargs):
         r""":func:`~normref.analysis.curvature.condition_number` of ``kind`` with the
         network's invariance directions projected out (``invariances=True``, the
         default; False: none, the threshold decides) in the scale metric
         :math:`D M D` (``metric=True``).  ``method="dense"`` builds the matrix,
         the iterative methods use :meth:`operator`; ``kwargs`` go to
-        ``condition_number`` (``tol``, ``maxiter``, ``ncv``, ``block_size``, ...)."""
-        M = self.matrix(kind) if method == "dense" else self.operator(kind)
-        if not invariances:
+        ``condition_number`` (``tol``, ``maxiter``, ``ncv``, ``block_size``, ...).
+
+        ``space="dual"`` (Gauss-Newton types): the condition number of the
+        :meth:`gram` instead, i.e. of :math:`DMD` on its range, the one that is
+        finite when the batch has fewer outputs than the network parameters
+        (:math:`m < P`, where the primal matrix is singular beyond the
+        invariances); eigenvalues below ``rtol`` (default 1e-10) of the largest
+        are excluded and reported, as for any matrix without a null space.
+
+        ``preconditioner``: ``"kfac"`` (default) gives ``"lobpcg"`` and
+        ``"shift-invert"`` the :meth:`preconditioner` of ``kind`` (Gauss-Newton
+        for ``"hessian"``, used by shift-invert only), None none, or a
+        ``LinearOperator`` approximating :math:`M^{-1}`."""
+        if space not in ("primal", "dual"):
+            raise ValueError(f"space must be 'primal' or 'dual', got {space!r}")
+        if space == "dual":
             D = self.invariances().metric() if metric else None
-            return condition_number(M, method=method, metric=D, **kwargs)
+            G = self.gram(kind, metric=D)
+            Md = G.matmat(np.eye(G.shape[0])) if method == "dense" else G
+            rep = condition_number(Md, method=method, **kwargs)
+            return replace(rep, metric=D is not None, space="dual")
+        M = self.matrix(kind) if method == "dense" else self.operator(kind)
+        if isinstance(preconditioner, str):
+            if preconditioner != "kfac":
+                raise ValueError(f"preconditioner must be 'kfac', None or a LinearOperator, "
+                                 f"got {preconditioner!r}")
+            use = method == "shift-invert" or (method == "lobpcg" and kind != "hessian")
+            preconditioner = (self.preconditioner("gauss_newton" if kind == "hessian" else kind)
+                              if use else None)
+        if preconditioner is not None:
+            kwargs["preconditioner"] = preconditioner
         inv = self.invariances()
+        D = inv.metric() if metric else None
+        if not invariances:
+            return condition_number(M, method=method, metric=D, **kwargs)
         U = inv.basis(metric=False)
+        if kind != "hessian" and self.output_rank(kind) < self.P - U.shape[1]:
+            warnings.warn(f"{kind}: the batch gives {self.output_rank(kind)} output "
+                          f"directions, fewer than the {self.P - U.shape[1]} parameter "
+                          f"directions kept, so the matrix is singular there and kappa is "
+                          f"not finite; space='dual' gives kappa on its range",
+                          RuntimeWarning, stacklevel=2)
         return condition_number(M, null_space=U if U.shape[1] else None, method=method,
-                                metric=inv.metric() if metric else None, labels=inv.labels,
-                                **kwargs)
+                                metric=D, labels=inv.labels, **kwargs)
 
     # -- K-FAC
     def kfac(self, kind="fisher"):
-        """A :class:`KFACFactor` per Linear layer for ``kind`` in ``"gauss_newton"``,
-        ``"fisher"``, ``"empirical_fisher"`` (``"empirical"`` is accepted)."""
-        if kind == "empirical":
-            kind = "empirical_fisher"
-        Hz = self.output_hessians(kind)
-        lam, V = np.linalg.eigh(Hz)                       # H_n = V diag(lam) V^T
-        C = V * np.sqrt(np.clip(lam, 0.0, None))[:, None, :]   # columns c_nj
-        tr = self._trace
-        lin = [k for k, layer in enumerate(self.net.layers) if isinstance(layer, Linear)]
-        Bs = {k: 0.0 for k in lin}
-        for j in range(self.K):
-            _, _, outs = tr.backward(C[:, :, j], params=False)
-            for k in lin:
-                d = outs[k]           # delta_nj: the backward of the cotangent c_nj
-                Bs[k] = Bs[k] + d.T @ d / self.N
-        starts, i = {}, 0
-        for k, layer in enumerate(self.net.layers):
-            starts[k] = i
-            i += layer.n_params
-        out = []
-        for k in lin:
-            layer = self.net.layers[k]
-            a = tr.inputs[k]
-            bias = "bias" in layer.params
-            if bias:
-                a = np.concatenate([a, np.ones((a.shape[0], 1))], axis=1)
-            out.append(KFACFactor(k, a.T @ a / self.N, np.asarray(Bs[k]), bias, starts[k]))
-        return out
+        """A :class:`~normref.analysis.curvature.kfac.KFACFactor` per Linear layer for
+        ``kind`` in ``"gauss_newton"``, ``"fisher"``, ``"empirical_fisher"``
+        (``"empirical"`` is accepted)."""
+        return kfac_factors_of(self, kind)
+
+    def preconditioner(self, kind="gauss_newton", damping=DEFAULT_DAMPING):
+        """:class:`~normref.analysis.curvature.kfac.KFACPreconditioner` of ``kind``."""
+        return KFACPreconditioner(self, kind, damping)
 
 
 class _CountingOperator(LinearOperator):
