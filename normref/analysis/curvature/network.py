@@ -247,8 +247,10 @@ class NetworkCurvature:
         are excluded and reported, as for any matrix without a null space.
 
         ``preconditioner``: ``"kfac"`` (default) gives ``"lobpcg"`` and
-        ``"shift-invert"`` the :meth:`preconditioner` of ``kind`` (Gauss-Newton
-        for ``"hessian"``, used by shift-invert only), None none, or a
+        ``"shift-invert"`` the :meth:`preconditioner` of a Gauss-Newton-type
+        ``kind`` (none for ``"hessian"``: the positive definite K-FAC inverse is
+        no approximation of an indefinite Hessian's, and slowed shift-invert's
+        MINRES from 9 s to 24 s on a 63-parameter network), None none, or a
         ``LinearOperator`` approximating :math:`M^{-1}`."""
         if space not in ("primal", "dual"):
             raise ValueError(f"space must be 'primal' or 'dual', got {space!r}")
@@ -263,9 +265,8 @@ class NetworkCurvature:
             if preconditioner != "kfac":
                 raise ValueError(f"preconditioner must be 'kfac', None or a LinearOperator, "
                                  f"got {preconditioner!r}")
-            use = method == "shift-invert" or (method == "lobpcg" and kind != "hessian")
-            preconditioner = (self.preconditioner("gauss_newton" if kind == "hessian" else kind)
-                              if use else None)
+            use = method in ("lobpcg", "shift-invert") and kind != "hessian"
+            preconditioner = self.preconditioner(kind) if use else None
         if preconditioner is not None:
             kwargs["preconditioner"] = preconditioner
         inv = self.invariances()
