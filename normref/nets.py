@@ -239,6 +239,12 @@ class Norm(Layer):
                 names.append("bias")
             self.param_names = tuple(names)
 
+    @property
+    def per_feature(self):
+        """True when every affine parameter is one value per feature, shape ``(F,)``."""
+        return bool(self.params) and all(self.params[n].shape == (self.features,)
+                                         for n in self.param_names)
+
     def _call_args(self, x, params):
         w = params.get("weight") if self.affine else None
         b = params.get("bias") if self.affine else None
@@ -513,6 +519,18 @@ class MLP:
                 J[n, k] = pb(e)[1]
                 e[n, k] = 0.0
         return J
+
+    def offsets(self):
+        """Where each parameter starts in the flat vector: one ``{name: index}`` dict
+        per layer (the layout of :attr:`params` and :meth:`split`)."""
+        out, i = [], 0
+        for layer in self.layers:
+            d = {}
+            for name in layer.param_names:
+                d[name] = i
+                i += layer.params[name].size
+            out.append(d)
+        return out
 
     def split(self, theta):
         """A flat vector (parameters or gradient) as one ``{name: array}`` dict per layer."""

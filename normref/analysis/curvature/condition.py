@@ -386,7 +386,7 @@ def _iterative(op, n, null_space, method, rtol, k_small, seed, tol, maxiter, ncv
                           dtype=np.float64)
     v0 = proj(v0)
     k = max(1, min(k_small, n - 2))
-    iters, ok = 0, True
+    iters, ok = 0, True     # lanczos, lobpcg: ok decided from the residuals measured anew
     maxit = maxiter if maxiter is not None else (2000 if method == "lobpcg" else 1000)
     if method == "lanczos":
         ltol = tol if tol > 0 else 1e-10
@@ -408,7 +408,6 @@ def _iterative(op, n, null_space, method, rtol, k_small, seed, tol, maxiter, ncv
         vals_s = np.array([p[0] for p in pairs_s])
         vecs_s = (Q.T @ np.stack([p[1] for p in pairs_s], axis=1) if pick
                   else np.zeros((n, 0)))
-        ok = True       # decided below from the residuals measured anew
     elif method == "lobpcg":
         bs = max(1, min(block_size or k, n // 3 if n >= 3 else 1))
         X = np.random.default_rng(seed).standard_normal((n, bs))
@@ -422,7 +421,6 @@ def _iterative(op, n, null_space, method, rtol, k_small, seed, tol, maxiter, ncv
         i_t = int(np.argmax(np.abs(top)))
         top_val, top_vec = float(top[i_t]), Vt[:, i_t]
         c = abs(top_val)
-        ok = bool(np.all(hist_t[-1] <= ltol * max(1.0, c))) if len(hist_t) else False
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             small, Vs, hist_s = lobpcg(base, X.copy(), Y=Y, M=T, largest=False, tol=ltol * c,
@@ -432,7 +430,6 @@ def _iterative(op, n, null_space, method, rtol, k_small, seed, tol, maxiter, ncv
         if (vals_s < -max(rtol, 1e-12) * c).any():
             raise ValueError("lobpcg: the matrix is indefinite on the retained subspace, so "
                              "the smallest |lambda| is interior; use method='shift-invert'")
-        ok = True       # decided below from the residuals measured anew
     else:
         tv, tV, ok_t = _ritz(base, 1, "LM", v0=v0, tol=tol, maxiter=maxit, ncv=ncv)
         if tv.size == 0:

@@ -296,7 +296,7 @@ def _homogeneous_paths(layers, k, offsets, P):
     return out
 
 
-def _unit_rows(src, off, F):
+def _unit_rows(src, off):
     """``rows(f)``: the ``(indices, values)`` of unit ``f``'s outgoing-scale parameters
     of a source layer (a Linear's row ``f`` of ``(W, b)``; a Norm's per-feature
     affine ``(gamma_f, beta_f)``), or None when the layer has no per-unit parameters."""
@@ -311,8 +311,7 @@ def _unit_rows(src, off, F):
             return out
 
         return rows
-    if (isinstance(src, Norm) and src.affine and src.params
-            and all(src.params[n].shape == (F,) for n in src.param_names)):
+    if isinstance(src, Norm) and src.affine and src.per_feature:
         return lambda f: [(off[n] + f, src.params[n][f]) for n in src.param_names]
     return None
 
@@ -323,19 +322,8 @@ def network_invariances(net, x, loss="squared"):
     P = theta.size
     tr = net.trace(np.asarray(x, dtype=np.float64))
     layers = net.layers
-    starts, i = [], 0
-    for layer in layers:
-        starts.append(i)
-        i += layer.n_params
+    offsets = net.offsets().__getitem__
     directions, scale_groups = [], []
-
-    def offsets(k):
-        layer = layers[k]
-        out, j = {}, starts[k]
-        for name in layer.param_names:
-            out[name] = j
-            j += layer.params[name].size
-        return out
 
     for k, norm in enumerate(layers):
         if not isinstance(norm, Norm) or k == 0 or not isinstance(layers[k - 1], Linear):
@@ -407,7 +395,7 @@ def network_invariances(net, x, loss="squared"):
             j -= 1
         if j < 0 or j == t - 1 and isinstance(layers[j], Linear):
             continue                           # no source, or Linear -> Linear (no unit)
-        rows = _unit_rows(layers[j], offsets(j), lin.d_in)
+        rows = _unit_rows(layers[j], offsets(j))
         if rows is None:
             continue
         off_t = offsets(t)

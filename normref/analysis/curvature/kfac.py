@@ -96,19 +96,10 @@ def _kind(kind):
     return "empirical_fisher" if kind == "empirical" else kind
 
 
-def _starts(net):
-    starts, i = [], 0
-    for layer in net.layers:
-        starts.append(i)
-        i += layer.n_params
-    return starts
-
-
 def _cotangent_outs(nc, kind):
-    """For each factor column j of the output Hessians, the backward ``outs``
-    (cotangents of every layer's output) of the cotangent :math:`c_{\\cdot j}`."""
-    lam, V = np.linalg.eigh(nc.output_hessians(_kind(kind)))   # H_n = V diag(lam) V^T
-    C = V * np.sqrt(np.clip(lam, 0.0, None))[:, None, :]       # columns c_nj
+    r"""For each factor column j of the output Hessians, the backward ``outs``
+    (cotangents of every layer's output) of the cotangent :math:`c_{\cdot j}`."""
+    C, _ = nc.output_factors(_kind(kind))
     for j in range(nc.K):
         yield nc._trace.backward(C[:, :, j], params=False)[2]
 
@@ -123,7 +114,7 @@ def _collect(nc, kind):
     net, tr, N = nc.net, nc._trace, nc.N
     lin = [k for k, layer in enumerate(net.layers) if isinstance(layer, Linear)]
     norms = [k for k, layer in enumerate(net.layers) if isinstance(layer, Norm)
-             and _per_feature(layer)]
+             and layer.per_feature and "weight" in layer.params]
     outputs = {k: (tr.inputs[k + 1] if k + 1 < len(net.layers) else tr.output) for k in norms}
     u = {}
     for k in norms:
@@ -141,7 +132,7 @@ def _collect(nc, kind):
             d = outs[k]
             du = d * u[k]
             S[k] += np.stack([(du * du).sum(0), (du * d).sum(0), (d * d).sum(0)]) / N
-    starts = _starts(net)
+    offsets = net.offsets()
     factors = []
     for k in lin:
         layer = net.layers[k]
@@ -149,15 +140,9 @@ def _collect(nc, kind):
         bias = "bias" in layer.params
         if bias:
             a = np.concatenate([a, np.ones((a.shape[0], 1))], axis=1)
-        factors.append(KFACFactor(k, a.T @ a / N, np.asarray(Bs[k]), bias, starts[k]))
+        factors.append(KFACFactor(k, a.T @ a / N, np.asarray(Bs[k]), bias,
+                                  offsets[k]["weight"]))
     return factors, S
-
-
-def _per_feature(layer):
-    if not layer.params or "weight" not in layer.params:
-        return False
-    F = layer.features
-    return all(layer.params[n].shape == (F,) for n in layer.param_names)
 
 
 class KFACPreconditioner(LinearOperator):
@@ -184,12 +169,12 @@ class KFACPreconditioner(LinearOperator):
             covered[f.slice] = True
             diags.append(float(np.mean(np.diag(f.B)) * np.mean(np.diag(f.A))))
         self._norm = []
-        starts = _starts(nc.net)
+        offsets = nc.net.offsets()
         for k, s in S.items():
             layer = nc.net.layers[k]
             F = layer.features
-            iw = starts[k] + np.arange(F)
-            ib = iw + F if "bias" in layer.params else None
+            iw = offsets[k]["weight"] + np.arange(F)
+            ib = offsets[k]["bias"] + np.arange(F) if "bias" in layer.params else None
             if ib is None:
                 a = s[0] + self.damping * max(s[0].max(), 1e-300)
                 self._norm.append((iw, None, a, None, None))

@@ -175,23 +175,24 @@ class NetworkCurvature:
         op._count = count
         return op
 
-    def _output_factors(self, kind):
+    def output_factors(self, kind="gauss_newton"):
+        r"""``(C, keep)``: the eigen-factorization :math:`H_n = \sum_j c_{nj}
+        c_{nj}^\top` of ``kind``'s output Hessians (``C[n, :, j]`` is
+        :math:`c_{nj}`, shape ``(N, K, K)``) and which factors count
+        (eigenvalue above ``1e-12`` of the largest; not e.g. the softmax's
+        :math:`\mathbf 1`)."""
         lam, V = np.linalg.eigh(self.output_hessians(kind))
         lam = np.clip(lam, 0.0, None)
-        keep = lam > 1e-12 * max(lam.max(), 1e-300)
-        C = V * np.sqrt(lam)[:, None, :] / np.sqrt(self.N)      # (N, K, K): columns c_nj
-        n_idx, j_idx = np.nonzero(keep)
-        return C, n_idx, j_idx
+        return V * np.sqrt(lam)[:, None, :], lam > 1e-12 * max(lam.max(), 1e-300)
 
     def output_rank(self, kind="gauss_newton"):
-        """``m``, the number of output factors :math:`c_{nj}` (the size of
-        :meth:`gram`): the rank of ``kind``'s matrix is at most ``m``."""
-        return int(self._output_factors(kind)[1].size)
+        """``m``, the number of output factors :math:`c_{nj}` that count (the size
+        of :meth:`gram`): the rank of ``kind``'s matrix is at most ``m``."""
+        return int(self.output_factors(kind)[1].sum())
 
     def gram(self, kind="gauss_newton", metric=None):
         r"""The dual of a Gauss-Newton-type ``kind``: with :math:`H_n = \sum_j c_{nj}
-        c_{nj}^\top` (eigen-factorization; factors of eigenvalue
-        :math:`\le 10^{-12}\max` dropped, e.g. the softmax's :math:`\mathbf 1`),
+        c_{nj}^\top` (:meth:`output_factors`, the factors that count),
         :math:`B` the :math:`m \times P` matrix of rows
         :math:`c_{nj}^\top J_n / \sqrt N` and :math:`M = B^\top B`, the
         ``LinearOperator`` :math:`B D^2 B^\top` (:math:`m \times m`; ``metric`` a
@@ -203,7 +204,9 @@ class NetworkCurvature:
         if kind not in ("gauss_newton", "fisher", "empirical_fisher"):
             raise ValueError(f"gram: kind must be a Gauss-Newton type "
                              f"('gauss_newton', 'fisher', 'empirical_fisher'), got {kind!r}")
-        C, n_idx, j_idx = self._output_factors(kind)
+        C, keep = self.output_factors(kind)
+        C = C / np.sqrt(self.N)
+        n_idx, j_idx = np.nonzero(keep)
         m = n_idx.size
         D2 = None if metric is None else np.asarray(metric, dtype=np.float64) ** 2
         net, x, tr, N, K = self.net, self.x, self._trace, self.N, self.K
