@@ -4,7 +4,7 @@ For each seed of normref.testing.second_order's networks with batch norm and
 layer norm with a weight (with and without a bias), prints the largest error of the block
 d2L/(d gamma d W1) relative to the largest Hessian entry, the largest error
 of every other entry, and the same for jacrev(grad) (a correct method), so the
-figures quoted in known_discrepancies.json ("second_order") can be re-measured:
+figures quoted in normref/testing/known/second_order.json can be re-measured:
 
     python benchmarks/second_order_seeds.py [n_seeds]
 """

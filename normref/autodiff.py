@@ -42,6 +42,13 @@ The contract every derivative keeps (and tests/test_fuzz.py checks):
   exact derivative overflows float64) is a ValueError;
 * a dense Jacobian larger than :func:`normref.limits.max_bytes` is a
   ValueError before it is allocated.
+
+A call with several outputs (``return_stats=True``: ``(y, mean, rstd)``) is
+differentiated as the tuple it returns: the pullback takes a tuple with one
+cotangent per output (None: zero; each checked against its output's shape),
+:func:`jvp` returns one tangent per output, :func:`jacobian` one Jacobian per
+output (``output.shape + args[wrt].shape``), and :func:`jacobian_operator`
+maps to (and from) the outputs raveled and concatenated in order.
 """
 from __future__ import annotations
 
@@ -54,7 +61,7 @@ import numpy as np
 from .limits import check_bytes
 from .numerics import apply_banded, as_float64
 from .autograd_plan import autograd_bind, positional_names
-from .registry import spec_of
+from .registry import flatten_outputs, spec_of, split_outputs
 
 __all__ = ["vjp", "jvp", "jacobian", "jacobian_operator", "bind"]
 
@@ -150,20 +157,78 @@ def _owned_bind(f, args, kwargs):
 
 
 def _apply_vjp(plan, dy):
-    """``{name: gradient}`` for cotangent ``dy``, banded by magnitude, checked finite."""
-    grads = apply_banded(plan.vjp, [dy])
+    """``{name: gradient}`` for cotangent ``dy`` (a tuple for several outputs), banded by
+    magnitude, checked finite."""
+    if plan.output_names is None:
+        grads = apply_banded(plan.vjp, [dy])
+        given = (dy,)
+    else:
+        grads = apply_banded(lambda *band: plan.vjp(band), list(dy))
+        given = tuple(d for d in dy if d is not None)
     for n, g in grads.items():
-        plan.check_finite(f"gradient of {n}", g, dy)
+        plan.check_finite(f"gradient of {n}", g, *given)
     return grads
 
 
 def _apply_jvp(plan, tangents):
-    """The output tangent for ``{name: tangent}``, banded by magnitude, checked finite."""
+    """The output tangent for ``{name: tangent}`` (a tuple for several outputs), banded
+    by magnitude, checked finite."""
     names = list(tangents)
-    ty = apply_banded(lambda *band: np.asarray(plan.jvp(dict(zip(names, band)))),
-                      [tangents[n] for n in names])
-    plan.check_finite("output tangent", ty, *tangents.values())
+    arrays = [tangents[n] for n in names]
+    if plan.output_names is None:
+        ty = apply_banded(lambda *band: np.asarray(plan.jvp(dict(zip(names, band)))), arrays)
+        plan.check_finite("output tangent", ty, *arrays)
+        return ty
+    flat = apply_banded(lambda *band: flatten_outputs(plan.jvp(dict(zip(names, band)))), arrays)
+    ty = split_outputs(flat, _output_shapes(plan, plan.forward()))
+    for what, t in zip(plan.output_names, ty):
+        plan.check_finite(f"{what} tangent", t, *arrays)
     return ty
+
+
+def _output_shapes(plan, y=None):
+    """The shape of each output (one for a single-output call): of ``y``, the forward
+    value, when given; else as the plan declares them before running (``output_shape``)."""
+    multi = plan.output_names is not None
+    if y is not None:
+        return tuple(np.shape(o) for o in y) if multi else (np.shape(y),)
+    shape = plan.output_shape
+    return tuple(tuple(s) for s in shape) if multi else (tuple(shape),)
+
+
+def _cotangent(plan, cotangent, y):
+    """Validate a pullback's cotangent: an array of the output's shape, or for a call with
+    several outputs a tuple with one array (or None) per output."""
+    shapes = _output_shapes(plan, y)
+    if plan.output_names is None:
+        dy = as_float64("cotangent", cotangent)
+        if dy.shape != shapes[0]:
+            raise ValueError(
+                f"cotangent has shape {dy.shape}, expected the output shape {shapes[0]}"
+            )
+        return dy
+    names = plan.output_names
+    if not isinstance(cotangent, (tuple, list)):
+        raise TypeError(
+            f"this call returns {len(names)} outputs ({', '.join(names)}): the cotangent must "
+            f"be a tuple of {len(names)} arrays (None for zero), got {type(cotangent).__name__}"
+        )
+    if len(cotangent) != len(names):
+        raise ValueError(
+            f"cotangent has {len(cotangent)} entries, expected one per output "
+            f"({', '.join(names)})"
+        )
+    out = []
+    for i, (what, c, shape) in enumerate(zip(names, cotangent, shapes)):
+        if c is None:
+            out.append(None)
+            continue
+        d = as_float64(f"cotangent[{i}] ({what})", c)
+        if d.shape != shape:
+            raise ValueError(f"cotangent[{i}] ({what}) has shape {d.shape}, expected the "
+                             f"shape of the {what} {shape}")
+        out.append(d)
+    return tuple(out)
 
 
 def vjp(f, *args, **kwargs):
@@ -171,18 +236,15 @@ def vjp(f, *args, **kwargs):
 
     Returns ``(y, pullback)``; ``pullback(dy)`` returns a tuple with one entry
     per positional argument: the gradient (float64, the argument's shape) for
-    differentiable arrays, else None.  Note: a training-mode call updates
-    running statistics exactly as the forward does (once, here).
+    differentiable arrays, else None.  For a call with several outputs ``dy``
+    is a tuple, one cotangent (or None) per output.  Note: a training-mode
+    call updates running statistics exactly as the forward does (once, here).
     """
     spec, plan, slots = _owned_bind(f, args, kwargs)
     y = plan.forward()
 
     def pullback(cotangent):
-        dy = as_float64("cotangent", cotangent)
-        if dy.shape != y.shape:
-            raise ValueError(
-                f"cotangent has shape {dy.shape}, expected the output shape {y.shape}"
-            )
+        dy = _cotangent(plan, cotangent, y)
         grads = _apply_vjp(plan, dy)
         return tuple(None if s is None else grads[s] for s in slots)
 
@@ -252,17 +314,22 @@ def jacobian(f, *args, wrt=0, **kwargs):
     Shape ``y.shape + args[wrt].shape``.  Normalizers with block structure
     assemble it in closed form (one block per statistics group); the others
     stack JVPs or VJPs.  ``wrt`` is a positional index or a parameter name.
+    A call with several outputs gives a tuple, one Jacobian per output.
     A Jacobian larger than :func:`normref.limits.max_bytes` raises ValueError
     before anything runs (use :func:`jacobian_operator` for large inputs).
     """
     spec, plan, slots = bind(f, *args, **kwargs)
     name = _wrt_name(spec, plan, slots, wrt)
-    n_out = int(np.prod(plan.output_shape, dtype=np.int64))
+    n_out = sum(int(np.prod(s, dtype=np.int64)) for s in _output_shapes(plan))
     n_in = int(np.prod(plan.value(name).shape, dtype=np.int64))
     check_bytes(f"the dense Jacobian of {spec.name} w.r.t. {name} ({n_out} x {n_in})",
                 8 * n_out * n_in, "use jacobian_operator for large inputs")
     J = plan.jacobian(name)
-    plan.check_finite("Jacobian", J)
+    if plan.output_names is None:
+        plan.check_finite("Jacobian", J)
+    else:
+        for what, part in zip(plan.output_names, J):
+            plan.check_finite(f"Jacobian of the {what}", part)
     return J
 
 
@@ -284,16 +351,19 @@ def _operator_class():
 
         def __init__(self, plan, name, label, transposed=False):
             self.plan, self.name, self.label, self.transposed = plan, name, label, transposed
-            self.y_shape = tuple(plan.forward().shape)
+            self.y_shapes = _output_shapes(plan, plan.forward())
             self.p_shape = tuple(plan.value(name).shape)
-            m = int(np.prod(self.y_shape, dtype=np.int64))
+            m = sum(int(np.prod(s, dtype=np.int64)) for s in self.y_shapes)
             n = int(np.prod(self.p_shape, dtype=np.int64))
             super().__init__(dtype=np.float64, shape=(n, m) if transposed else (m, n))
 
         def _real(self, v, adjoint):
+            multi = self.plan.output_names is not None
             if adjoint != self.transposed:
-                return np.asarray(_apply_vjp(self.plan, v.reshape(self.y_shape))[self.name]).ravel()
-            return np.asarray(_apply_jvp(self.plan, {self.name: v.reshape(self.p_shape)})).ravel()
+                dy = split_outputs(v, self.y_shapes) if multi else v.reshape(self.y_shapes[0])
+                return np.asarray(_apply_vjp(self.plan, dy)[self.name]).ravel()
+            ty = _apply_jvp(self.plan, {self.name: v.reshape(self.p_shape)})
+            return flatten_outputs(ty) if multi else np.asarray(ty).ravel()
 
         def _apply(self, v, adjoint):
             v = np.asarray(v)
@@ -347,7 +417,8 @@ def jacobian_operator(f, *args, wrt=0, **kwargs):
     """The Jacobian as a ``scipy.sparse.linalg.LinearOperator``.
 
     Shape ``(y.size, args[wrt].size)``; ``matvec`` is a JVP, ``rmatvec`` a VJP,
-    both on flattened vectors; ``matmat`` / ``rmatmat`` loop over columns;
+    both on flattened vectors (for a call with several outputs, the outputs
+    raveled and concatenated in order: ``y.size`` is their total size); ``matmat`` / ``rmatmat`` loop over columns;
     ``.T`` / ``.H`` / ``.adjoint()`` is the operator with the two swapped.
     The forward runs once, at construction, on private copies of the
     differentiated arguments.  Vectors of the wrong length or dtype are a

@@ -14,7 +14,10 @@ can carry, next to its tolerance (both from :mod:`normref.tolerance`, the rule
 the conformance judge uses too); the table prints, per normalizer, the
 worst error of each check and exits non-zero if any exceeds its tolerance.
 The measures live in :mod:`normref.verification` (re-exported here); this
-module prints them.  The test-suite asserts the same measures
+module prints them.  A run is a list of units (normalizer, draw) computed by
+:func:`check_unit`; ``--seeds N`` checks N draws of the examples and
+``--dask`` computes the units on a Dask cluster (:mod:`normref.distributed`),
+merged in the same order, so the table is the serial one.  The test-suite asserts the same measures
 (tests/test_registry.py).
 """
 from __future__ import annotations
@@ -32,15 +35,62 @@ from .verification import (CHECKS, FD_ATOL, FD_RTOL, check_case, cond, case_cond
                            jvp_error, reference_jvp, reference_of, rounding_scale, vjp_error)
 
 
-def run(names=None, seed=0, out=print):
+def _examples(spec, draw):
+    """The example cases of draw ``draw``: draw 0 is ``spec.examples(default_rng(1234))``
+    (the check's own), draw ``k`` uses the generator seeded ``[1234, k]``."""
+    return spec.examples(np.random.default_rng(1234 if draw == 0 else [1234, draw]))
+
+
+def check_unit(name, draw=0, seed=0):
+    """Check the example cases of one draw of one normalizer (a unit of a sweep).
+
+    Case ``i`` of draw 0 uses direction seed ``seed + i`` (the serial check's),
+    of draw ``k > 0`` the seed sequence ``[seed + i, k]``.  Returns ``(number
+    of cases, {check: worst error}, set of failing checks, failures)``, a
+    failure as in :func:`run` (labels of draws ``k > 0`` end with ``", draw k"``).
+    """
+    spec = REGISTRY[name]
+    worst = {c: 0.0 for c in CHECKS}
+    bad = set()
+    failures = []
+    cases = _examples(spec, draw)
+    for i, case in enumerate(cases):
+        label = case.label if draw == 0 else f"{case.label}, draw {draw}"
+        try:
+            res = check_case(spec, case, seed=seed + i if draw == 0 else [seed + i, draw])
+        except Exception as e:  # a crash is a failure of the case, reported
+            for c in CHECKS:
+                worst[c] = math.inf
+                bad.add(c)
+            failures.append((name, label, "exception", f"{type(e).__name__}: {e}", None))
+            continue
+        for c, (err, tol) in res.items():
+            worst[c] = max(worst[c], err)
+            if not err <= tol:
+                bad.add(c)
+                failures.append((name, label, c, err, tol))
+    return len(cases), worst, bad, failures
+
+
+def _serial(fn, units):
+    return [fn(*u) for u in units]
+
+
+def run(names=None, seed=0, out=print, seeds=1, map_units=None):
     """Check the named normalizers (all by default); print a table; return failures.
 
     A failure is ``(normalizer, case label, check, error, tolerance)``; an
     exception raised while checking a case is reported as a failure of every
-    check of that case.
+    check of that case.  ``seeds=N`` checks ``N`` draws of every normalizer's
+    examples (:func:`check_unit`; draw 0 alone by default).  ``map_units(fn,
+    units)`` computes ``[fn(*u) for u in units]`` in order (serially by
+    default; :func:`normref.distributed.units_on_cluster` on a Dask cluster):
+    the table is the same either way.
     """
     if isinstance(seed, (bool, np.bool_)) or not isinstance(seed, numbers.Integral) or seed < 0:
         raise ValueError(f"seed must be a non-negative integer, got {seed!r}")
+    if isinstance(seeds, (bool, np.bool_)) or not isinstance(seeds, numbers.Integral) or seeds < 1:
+        raise ValueError(f"seeds must be a positive integer, got {seeds!r}")
     names = sorted(REGISTRY) if not names else list(names)
     for n in names:
         if n not in REGISTRY:
@@ -54,29 +104,20 @@ def run(names=None, seed=0, out=print):
     out("-" * len(head))
     failures = []
     t0 = time.perf_counter()
+    units = [(n, k, seed) for n in names for k in range(seeds)]
+    done = iter((map_units or _serial)(check_unit, units))
     for n in names:
-        spec = REGISTRY[n]
-        worst = {c: 0.0 for c in CHECKS}
-        bad = set()
-        cases = spec.examples(np.random.default_rng(1234))
-        for i, case in enumerate(cases):
-            try:
-                res = check_case(spec, case, seed=seed + i)
-            except Exception as e:  # a crash is a failure of the case, reported
-                for c in CHECKS:
-                    worst[c] = math.inf
-                    bad.add(c)
-                failures.append((n, case.label, "exception", f"{type(e).__name__}: {e}", None))
-                continue
-            for c, (err, tol) in res.items():
-                worst[c] = max(worst[c], err)
-                if not err <= tol:
-                    bad.add(c)
-                    failures.append((n, case.label, c, err, tol))
+        ncases, worst, bad = 0, {c: 0.0 for c in CHECKS}, set()
+        for _ in range(seeds):
+            m, w, b, f = next(done)
+            ncases += m
+            worst = {c: max(worst[c], w[c]) for c in CHECKS}
+            bad |= b
+            failures += f
         cells = "".join(
             f"{('%.1e' % worst[c]) + ('!' if c in bad else ' '):>11}" for c in CHECKS
         )
-        out(f"{n:<{width}}{len(cases):>6}{cells}  {'FAIL' if bad else 'ok'}")
+        out(f"{n:<{width}}{ncases:>6}{cells}  {'FAIL' if bad else 'ok'}")
     out("-" * len(head))
     out(f"{len(names)} normalizers, {len(failures)} failures, {time.perf_counter() - t0:.1f} s")
     for n, label, c, err, tol in failures:

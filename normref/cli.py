@@ -1,11 +1,14 @@
 """Command line: ``python -m normref {list, check, conform, export, info}``.
 
 ``conform --target T`` exits 0 exactly when no check failed unexpectedly
-(expected failures listed in known_discrepancies.json and unexpected passes
-are reported, not fatal); 1 on unexpected failures or errors; 2 when a target
-cannot be loaded.  ``conform --second-order --target T`` (T: torch, jax) judges the
-framework's Hessians and Hessian-vector products through normalization layers
-instead, with the same exit rule.
+(expected failures, listed in normref/testing/known/<target>.json, and
+unexpected passes are reported, not fatal); 1 on unexpected failures or
+errors; 2 when a target cannot be loaded.  ``conform --second-order --target
+T`` (T: torch, jax) judges the framework's Hessians and Hessian-vector
+products through normalization layers instead, with the same exit rule.
+``conform`` and ``check`` take ``--dask [ADDRESS]`` (run the cases on a Dask
+cluster, :mod:`normref.distributed`: the same report, byte for byte) and
+``--seeds N`` (a larger sweep).
 
 Every user error -- an unknown normalizer, a negative seed, an output path
 that cannot be written, a malformed option -- exits with status 2 and one
@@ -47,6 +50,68 @@ def _seed(text):
     if value < 0:
         raise argparse.ArgumentTypeError(f"invalid seed {text!r}: expected a non-negative integer")
     return value
+
+
+def _seeds(text):
+    """argparse type of ``--seeds``: a positive integer."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"invalid value {text!r}: expected a positive integer "
+                                         f"(the number of seeds s0 .. s<N-1> per case)")
+    return value
+
+
+#: the value of ``--dask`` given without an address: start a LocalCluster
+_LOCAL_CLUSTER = "local cluster"
+
+
+def _dask_option(args):
+    """Validate ``--dask`` (before any long work): Dask's distributed scheduler
+    importable, the address well-formed.  Returns the address, None for a
+    LocalCluster, False without ``--dask``."""
+    if args.dask is None:
+        return False
+    from . import distributed as dist
+
+    try:
+        dist.require_distributed()
+        return None if args.dask == _LOCAL_CLUSTER else dist.check_address(args.dask)
+    except (ImportError, ValueError) as e:
+        from .registry import REGISTRY
+
+        where = "" if args.dask == _LOCAL_CLUSTER else f" {args.dask}"
+        hint = (f"; {args.dask!r} is a normalizer: put the names before a bare --dask"
+                if args.dask in REGISTRY else "")
+        raise UsageError(f"--dask{where}: {e}{hint}") from None
+
+
+def _sweep_cluster(address, targets=()):
+    """Context manager: the Dask client of ``--dask`` (None for a serial run; a
+    LocalCluster when ``address`` is None, closed on every exit path).  A
+    scheduler that cannot be reached, or workers that cannot reproduce the
+    serial run (another normref, framework, ... version; a target they cannot
+    build), are a UsageError."""
+    import contextlib
+
+    if address is False:
+        return contextlib.nullcontext(None)
+    from . import distributed as dist
+
+    arg = "--dask" if address is None else f"--dask {address}"
+
+    @contextlib.contextmanager
+    def connected():
+        with contextlib.ExitStack() as stack:
+            try:
+                client = stack.enter_context(dist.cluster(address, targets))
+            except (OSError, ValueError) as e:
+                raise UsageError(f"{arg}: {e}") from None
+            yield client
+
+    return connected()
 
 
 def _names(names, known, arg):
@@ -153,7 +218,15 @@ def _cmd_check(args):
                          "naming normalizers")
     _writable_file(args.json, "--json")
     names = _names(args.names, REGISTRY, "names")
-    failures = run(names, seed=args.seed)
+    address = _dask_option(args)
+    with _sweep_cluster(address) as client:
+        if client is None:
+            failures = run(names, seed=args.seed, seeds=args.seeds or 1)
+        else:
+            from .distributed import units_on_cluster
+
+            failures = run(names, seed=args.seed, seeds=args.seeds or 1,
+                           map_units=lambda fn, units: units_on_cluster(client, fn, units))
     failing = []
     if not names or args.theory:
         claims, failing = run_theory()
@@ -185,14 +258,32 @@ def _cmd_conform(args):
     """
     import json
 
+    if args.list_targets:
+        from .testing.adapters import describe_targets
+
+        rows = describe_targets()
+        w0 = max(len(r[0]) for r in rows)
+        w1 = max(len(r[1]) for r in rows)
+        for name, source, status in rows:
+            print(f"{name.ljust(w0)}  {source.ljust(w1)}  {status}")
+        return 0
+    if not args.target:
+        raise UsageError("the following arguments are required: --target (or --list-targets)")
     if args.second_order:
         return _second_order(args)
-    from .testing.adapters import get_adapter
+    from .testing.adapters import get_adapter, target_names
     from .testing.conformance import catalogue, format_table, results_json, run_conformance
+    from .testing.conformance.report import accuracy_rows, format_accuracy
 
     _writable_file(args.json, "--json")
-    cases = catalogue(_names(args.names, _catalogued(), "--names"))
+    address = _dask_option(args)
+    cases = catalogue(_names(args.names, _catalogued(), "--names"), seeds=args.seeds)
     targets = list(dict.fromkeys(args.target))
+    valid = target_names()
+    unknown = [t for t in targets if t not in valid]
+    if unknown:
+        raise UsageError(f"--target: invalid choice {', '.join(map(repr, unknown))} (choose from "
+                         f"{', '.join(valid)})")
     adapters = []
     for target in targets:
         try:
@@ -205,13 +296,23 @@ def _cmd_conform(args):
         adapters.append(adapter)
     dtypes = [args.dtype] if args.dtype else None
     results = []
-    for target, adapter in zip(targets, adapters):
-        print(f"conform: {target}: {len(cases)} cases, dtypes "
-              f"{', '.join(d for d in adapter.dtypes if dtypes is None or d in dtypes)}",
-              file=sys.stderr)
-        progress = "always" if (sys.stderr.isatty() or len(cases) > 50) and not args.quiet else False
-        results += run_conformance(adapter, cases, dtypes=dtypes, progress=progress)
+    with _sweep_cluster(address, targets) as client:
+        for target, adapter in zip(targets, adapters):
+            print(f"conform: {target}: {len(cases)} cases, dtypes "
+                  f"{', '.join(d for d in adapter.dtypes if dtypes is None or d in dtypes)}",
+                  file=sys.stderr)
+            progress = "always" if (sys.stderr.isatty() or len(cases) > 50) and not args.quiet \
+                else False
+            if client is None:
+                results += run_conformance(adapter, cases, dtypes=dtypes, progress=progress)
+            else:
+                from .distributed import conform_on_cluster
+
+                results += conform_on_cluster(client, adapter, target, [c.id for c in cases],
+                                              dtypes=dtypes, progress=progress)
     print(format_table(results))
+    print()
+    print(format_accuracy(results))
     unexpected = [r for r in results if r.status in ("fail", "error")]
     xpass = [r for r in results if r.status == "xpass"]
     for title, rows in (("unexpected failures", unexpected), ("unexpected passes", xpass)):
@@ -223,7 +324,13 @@ def _cmd_conform(args):
                       + (f" -- {r.reason}" if r.reason and r.verdict is None else ""))
     if args.json:
         with open(args.json, "w", encoding="utf-8") as fh:
-            json.dump({"targets": targets, "results": results_json(results)}, fh, indent=1)
+            accuracy = [dict(zip(("framework", "normalizer", "dtype", "checks", "median_ulps",
+                                  "worst_ulps"), row[:4] + tuple(
+                                      v if v == v and abs(v) != float("inf") else repr(v)
+                                      for v in row[4:])))
+                        for row in accuracy_rows(results)]
+            json.dump({"targets": targets, "results": results_json(results),
+                       "accuracy": accuracy}, fh, indent=1)
     return 1 if unexpected else 0
 
 
@@ -235,6 +342,10 @@ def _second_order(args):
 
     from .testing import second_order as so
 
+    for given, opt in ((args.dask is not None, "--dask"), (args.seeds is not None, "--seeds")):
+        if given:
+            raise UsageError(f"{opt}: --second-order runs its fixed networks serially; "
+                             f"{opt} sweeps the catalogue of conform without --second-order")
     _writable_file(args.json, "--json")
     names = _names(args.names, so.NORMALIZERS, "--names") if args.names else so.NORMALIZERS
     if args.dtype not in (None, "float64"):
@@ -278,6 +389,16 @@ def _cmd_export(args):
     return 0
 
 
+def _sweep_options(p, what, seeds_help):
+    """``--dask [ADDRESS]`` and ``--seeds N`` (check and conform)."""
+    p.add_argument("--dask", nargs="?", const=_LOCAL_CLUSTER, default=None, metavar="ADDRESS",
+                   help=f"run the {what} on a Dask cluster: the scheduler at ADDRESS "
+                        "(tcp://HOST:8786), or without ADDRESS a local cluster of one worker "
+                        "process per core; same report as the serial run (needs "
+                        'pip install "normref[dask]")')
+    p.add_argument("--seeds", type=_seeds, default=None, metavar="N", help=seeds_help)
+
+
 def _parser():
     from .export import DTYPES as EXPORT_DTYPES
 
@@ -293,16 +414,25 @@ def _parser():
     p.add_argument("--json", metavar="FILE",
                    help="write the theory claims as JSON objects (id, claim, source, predicted, "
                         "measured, tolerance, passed); with names, needs --theory")
+    _sweep_options(p, "checks", "check N draws of every normalizer's example cases (a positive "
+                   "integer; default 1: draw 0, the examples of the plain check; draw k > 0 "
+                   "draws new inputs and directions)")
     p.set_defaults(fn=_cmd_check)
     p = sub.add_parser("conform", help="judge a framework's normalizers against normref")
-    p.add_argument("--target", action="append", required=True,
-                   choices=("torch", "torch-modules", "onnxruntime", "onnx-reference", "jax"),
-                   help="framework to judge (repeat for several)")
+    p.add_argument("--target", action="append", default=None, metavar="TARGET",
+                   help="framework to judge (repeat for several); the names come from the "
+                        "adapter registry, built-in and plug-ins: see --list-targets")
+    p.add_argument("--list-targets", action="store_true",
+                   help="list the conformance targets (built-in and plug-in adapters), whether "
+                        "each is installed, and exit")
     p.add_argument("--json", metavar="FILE", help="write every result as JSON")
     p.add_argument("--names", nargs="+", metavar="NAME", help="normalizers (default: all)")
     p.add_argument("--dtype", choices=("float16", "float32", "float64"),
                    help="judge only this dtype (default: every dtype the adapter runs)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    _sweep_options(p, "cases", "give every catalogue variant, random and adversarial, the "
+                   "seeds s0 .. s<N-1> (a positive integer; default: the catalogue's own, "
+                   "3 per random variant and 1 per adversarial one)")
     p.add_argument("--second-order", action="store_true",
                    help="judge Hessians and Hessian-vector products of small networks through "
                         "batch / layer / group / RMS norm instead (targets torch, jax; float64)")

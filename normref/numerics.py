@@ -234,33 +234,88 @@ def apply_banded(fn, arrays, magnitudes=None):
     return total
 
 
-def _ordered(a):
-    """Map float64 values to int64 so that adjacent floats differ by one."""
-    bits = np.asarray(a, dtype=np.float64).view(np.int64)
-    return np.where(bits < 0, np.int64(-0x8000000000000000) - bits, bits)
+_INT_OF = {2: np.int16, 4: np.int32, 8: np.int64}
 
 
-def ulp_distance(a, b):
-    """Elementwise distance between float64 arrays in units in the last place.
+def float_dtype(dtype):
+    """``dtype`` as a NumPy float dtype: float16, float32, float64, or bfloat16
+    (through ``ml_dtypes``, when installed); ValueError naming it otherwise."""
+    if isinstance(dtype, str) and dtype == "bfloat16":
+        try:
+            import ml_dtypes
+        except ImportError:
+            raise ValueError("dtype 'bfloat16' needs the ml_dtypes package") from None
+        return np.dtype(ml_dtypes.bfloat16)
+    try:
+        dt = np.dtype(dtype)
+    except TypeError:
+        raise ValueError(f"dtype must be a float dtype, got {dtype!r}") from None
+    if dt.name == "bfloat16" or (dt.kind == "f" and dt.itemsize in _INT_OF):
+        return dt
+    raise ValueError(f"dtype must be float16, bfloat16, float32 or float64, got {dt}")
 
-    The number of representable float64 values between ``a`` and ``b``
-    (0 when equal, ``+0.0`` and ``-0.0`` are 0 apart).  NaN against anything is
-    reported as ``inf`` unless both are NaN (0).  Returned as float64 so that
-    huge distances do not overflow an integer.
+
+def _common_float(*arrays):
+    """The dtype two arrays are counted in: their common float dtype (integers count
+    as float64; bfloat16 with float32 or wider promotes as NumPy would)."""
+    names = [a.dtype for a in arrays if a.dtype.kind == "f" or a.dtype.name == "bfloat16"]
+    if not names:
+        return np.dtype(np.float64)
+    if all(n.name == "bfloat16" for n in names):
+        return names[0]
+    names = [np.dtype(np.float32) if n.name == "bfloat16" else n for n in names]
+    if any(a.dtype.kind in "iub" for a in arrays):
+        names.append(np.dtype(np.float64))
+    return np.result_type(*names)
+
+
+def _ordered(a, dtype=np.float64):
+    """Map values of ``dtype`` to int64 so that adjacent floats of ``dtype`` differ by one."""
+    dt = np.dtype(dtype)
+    it = _INT_OF[dt.itemsize]
+    bits = np.asarray(a).astype(dt).view(it).astype(np.int64)
+    lo = np.int64(np.iinfo(it).min)
+    return np.where(bits < 0, lo - bits, bits)
+
+
+def ulp_distance(a, b, dtype=None):
+    """Elementwise distance between float arrays in units in the last place of ``dtype``.
+
+    The number of representable values of ``dtype`` between ``a`` and ``b``
+    (0 when equal, ``+0.0`` and ``-0.0`` are 0 apart).  ``dtype`` defaults to
+    the arrays' common float dtype (float16, bfloat16, float32 or float64;
+    integers count as float64), so two float32 arrays are measured in float32
+    ulps: an error of 3e-3 at 1 is about 25,000 float32 ulps, not 1.4e13
+    float64 ones.  With an explicit narrower ``dtype`` the values are first
+    rounded to it.  NaN against anything is ``inf`` unless both are NaN (0).
+    Returned as float64 so that huge distances do not overflow an integer.
     """
-    a = np.asarray(a, dtype=np.float64)
-    b = np.asarray(b, dtype=np.float64)
+    a = np.asarray(a)
+    b = np.asarray(b)
+    for name, v in (("a", a), ("b", b)):
+        if not (v.dtype.kind in "fiu" or v.dtype.name == "bfloat16"):
+            raise TypeError(f"ulp_distance: {name} must be a real float or integer array, got "
+                            f"dtype {v.dtype} with shape {v.shape}")
+    dt = _common_float(a, b) if dtype is None else float_dtype(dtype)
+    if dt.itemsize == 8:
+        a = a.astype(np.float64)
+        b = b.astype(np.float64)
     a, b = np.broadcast_arrays(a, b)
-    ia = _ordered(a)
-    ib = _ordered(b)
-    # same sign: the int64 difference is exact and cannot overflow; opposite
-    # signs: |ia| + |ib| in float64 (the distance is then huge anyway).
-    same = (ia >= 0) == (ib >= 0)
-    with np.errstate(over="ignore"):
-        d_same = np.abs(np.where(same, ia - ib, 0)).astype(np.float64)
-    d_opp = np.abs(ia.astype(np.float64)) + np.abs(ib.astype(np.float64))
-    d = np.where(same, d_same, d_opp)
-    nan_a, nan_b = np.isnan(a), np.isnan(b)
+    with np.errstate(over="ignore", invalid="ignore"):
+        ia = _ordered(a, dt)
+        ib = _ordered(b, dt)
+        if dt.itemsize < 8:
+            d = np.abs(ia - ib).astype(np.float64)
+        else:
+            # same sign: the int64 difference is exact and cannot overflow; opposite
+            # signs: |ia| + |ib| in float64 (the distance is then huge anyway).
+            same = (ia >= 0) == (ib >= 0)
+            d_same = np.abs(np.where(same, ia - ib, 0)).astype(np.float64)
+            d_opp = np.abs(ia.astype(np.float64)) + np.abs(ib.astype(np.float64))
+            d = np.where(same, d_same, d_opp)
+        af = a.astype(np.float32) if a.dtype.name == "bfloat16" else a
+        bf = b.astype(np.float32) if b.dtype.name == "bfloat16" else b
+        nan_a, nan_b = np.isnan(af), np.isnan(bf)
     d = np.where(nan_a | nan_b, np.inf, d)
     d = np.where(nan_a & nan_b, 0.0, d)
     return d

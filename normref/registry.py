@@ -69,9 +69,17 @@ class Plan(abc.ABC):
     update of a training call (running statistics) -- runs only after the
     output passed that check, so a call that raises changes nothing.
     ``on_forward`` itself must compute everything before it writes.
+
+    A call with several outputs (``output_names`` set, e.g. a normalizer asked
+    for its statistics) returns a tuple of arrays from :meth:`forward`, takes a
+    tuple of cotangents in :meth:`vjp` (None: zero), returns a tuple of
+    tangents from :meth:`jvp` and a tuple of Jacobians from :meth:`jacobian`,
+    one per output, in order; each output is checked finite under its name.
     """
 
     params: tuple = ()
+    #: names of the outputs of a call that returns a tuple (None: one array)
+    output_names = None
     #: who computes the derivatives: normref's exact kernels, or autograd (user functions)
     derivatives: str = "normref"
     #: the normalizer's name, for messages
@@ -82,7 +90,11 @@ class Plan(abc.ABC):
     def forward(self):
         if not hasattr(self, "_y"):
             y = self._forward()
-            self.check_finite("output", y)
+            if self.output_names is None:
+                self.check_finite("output", y)
+            else:
+                for what, part in zip(self.output_names, y):
+                    self.check_finite(what, part)
             if self.on_forward is not None:
                 self.on_forward(self)
             self._y = y
@@ -139,6 +151,8 @@ class Plan(abc.ABC):
         """
         y = self.forward()
         p = self.value(name)
+        if self.output_names is not None:
+            return self._jacobian_of_outputs(name, y, p)
         if p.size <= y.size:
             cols = []
             for j in range(p.size):
@@ -155,9 +169,50 @@ class Plan(abc.ABC):
             J = np.stack(rows, axis=0) if rows else np.zeros((0, p.size))
         return J.reshape(y.shape + p.shape)
 
+    def _jacobian_of_outputs(self, name, y, p):
+        """The default :meth:`jacobian` of a call with several outputs: a tuple."""
+        shapes = [np.shape(o) for o in y]
+        m = sum(int(np.prod(s, dtype=np.int64)) for s in shapes)
+        if p.size <= m:
+            cols = []
+            for j in range(p.size):
+                e = np.zeros(p.size)
+                e[j] = 1.0
+                cols.append(flatten_outputs(self.jvp({name: e.reshape(p.shape)})))
+            J = np.stack(cols, axis=1) if cols else np.zeros((m, 0))
+        else:
+            rows = []
+            for i in range(m):
+                e = np.zeros(m)
+                e[i] = 1.0
+                rows.append(np.asarray(self.vjp(split_outputs(e, shapes))[name]).ravel())
+            J = np.stack(rows, axis=0) if rows else np.zeros((0, p.size))
+        return tuple(part.reshape(s + p.shape) for part, s in zip(split_outputs(J, shapes), shapes))
+
     def value(self, name):
         """The float64 value of differentiable parameter ``name``."""
         return self._values[name]
+
+
+def flatten_outputs(y):
+    """A call's output as one float64 vector: the array raveled, or the arrays of a
+    tuple output (a call with several outputs) raveled and concatenated in order."""
+    parts = y if isinstance(y, tuple) else (y,)
+    if not parts:
+        return np.zeros(0)
+    return np.concatenate([np.ravel(np.asarray(a, dtype=np.float64)) for a in parts])
+
+
+def split_outputs(vec, shapes):
+    """The inverse of :func:`flatten_outputs`: leading axis of ``vec`` cut into a tuple
+    of arrays of ``shapes`` (trailing axes kept)."""
+    vec = np.asarray(vec)
+    out, start = [], 0
+    for s in shapes:
+        k = int(np.prod(s, dtype=np.int64))
+        out.append(vec[start:start + k].reshape(tuple(s) + vec.shape[1:]))
+        start += k
+    return tuple(out)
 
 
 @dataclass(frozen=True)
@@ -197,6 +252,9 @@ class Spec:
     citation: str
     examples: Callable
     conventions: Mapping[str, str] = field(default_factory=dict)
+    #: keyword-only options that choose between frameworks' conventions -> their values
+    #: (``assert_conforms`` keeps them from the candidate and tries them for its hints)
+    convention_options: Mapping[str, tuple] = field(default_factory=dict)
     #: parameter names that may be differentiated (when given as arrays)
     differentiable: tuple = ("input",)
     #: positional index -> parameter name, for the signature of ``function``

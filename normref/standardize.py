@@ -34,6 +34,29 @@ Numerical choices (see :mod:`normref.kernels.standardize`): corrected
 two-pass moments with compensated sums, the mean correction subtracted from
 ``x - mean`` rather than added to the mean, power-of-two rescaling before
 squaring for huge or subnormal data; float64 throughout.
+
+Statistics as outputs (``stats_shape``, the normalizers' ``return_stats=True``):
+the forward returns ``(y, mean, rstd)`` -- ``(y, rstd)`` for scale-only
+normalization -- with :math:`r = f(\\sigma^2)` the multiplier of the group,
+both per group reshaped to ``stats_shape``.  The mean is the compensated one
+the output is computed with, ``mu_hi + mu_lo / scale`` (one rounding of the
+two-term mean: within about an ulp of the exact mean at any offset), and
+:math:`r` = ``scale * F``, the kernels' own multiplier.  Their derivatives,
+per group of ``n`` values (:math:`c = 2f'/f^3` as above):
+
+.. math::
+
+    \\frac{\\partial \\mu}{\\partial x_j} = \\frac{[\\text{center}]}{n}, \\qquad
+    \\frac{\\partial r}{\\partial x_j} = f'(\\sigma^2)\\,\\frac{2 (x_j - \\mu)}{n}
+    = \\frac{c\\, r^2}{n}\\, \\hat x_j ,
+
+so the JVPs are the group sums :math:`\\sum \\dot x / n` and
+:math:`(c r^2/n) \\sum \\hat x \\dot x` the projection kernel already forms
+(compensated), and the VJP adds :math:`\\bar\\mu / n + (c r^2 / n)\\,\\bar r\\,\\hat x`
+to :math:`\\bar x` in one kernel pass (``standardize_stats_pullback``).  With fixed statistics the outputs are the running
+statistics used (:math:`\\mu` = running mean, :math:`r = (v + \\epsilon)^{-1/2}`),
+constant in x: :math:`\\partial \\mu / \\partial \\hat\\mu = 1`,
+:math:`\\partial r / \\partial v = -r^3 / 2`.
 """
 from __future__ import annotations
 
@@ -94,11 +117,14 @@ class Standardization(Plan):
     names : parameter names of (input, weight, bias).
     on_forward : optional callback ``on_forward(plan)`` run once after the
         forward of a non-empty input (running-statistics updates).
+    stats_shape : optional shape (of ``prod(partition.group_shape)`` elements):
+        the forward then returns ``(y, mean, rstd)`` (``(y, rstd)`` when not
+        centred), the statistics reshaped to it (module docstring).
     """
 
     def __init__(self, x, partition, *, eps, center=True, eps_outside=False,
                  weight=None, bias=None, fixed=None,
-                 names=("input", "weight", "bias"), on_forward=None):
+                 names=("input", "weight", "bias"), on_forward=None, stats_shape=None):
         self.x = x
         self.partition = partition
         self.name = partition.name
@@ -123,6 +149,28 @@ class Standardization(Plan):
         self.empty = x.size == 0
         self.on_forward = None if self.empty else on_forward
         self._private = False
+        self.stats_shape = None
+        if stats_shape is not None:
+            self._want_stats(tuple(int(n) for n in stats_shape))
+
+    def _want_stats(self, shape):
+        """Return the statistics too (``stats_shape``), after checking they exist."""
+        p = self.partition
+        G = int(np.prod(p.group_shape, dtype=np.int64))
+        if int(np.prod(shape, dtype=np.int64)) != G:
+            raise ValueError(f"stats_shape {shape} does not hold the {G} groups of {p.name}")
+        if G and p.group_size == 0 and self.fixed is None:
+            raise ValueError(
+                f"return_stats=True: the {G} groups of {p.name} are empty (input shape "
+                f"{self.x.shape}): the mean and rstd of no values are undefined")
+        self.stats_shape = shape
+        self.output_names = ("output", "mean", "rstd") if self.center else ("output", "rstd")
+
+    @property
+    def output_shape(self):
+        if self.stats_shape is None:
+            return self.x.shape
+        return (self.x.shape,) + (self.stats_shape,) * (len(self.output_names) - 1)
 
     def keep_private(self):
         """The input is copied by the forward kernel itself (see :class:`Plan`)."""
@@ -134,7 +182,7 @@ class Standardization(Plan):
         x = self.x
         if self.empty:
             self.stats = None
-            return np.zeros(x.shape)
+            return self._with_stats(np.zeros(x.shape))
         layout = self.partition.layout()
         self.layout = layout
         G = layout.n_groups
@@ -144,14 +192,7 @@ class Standardization(Plan):
         mu_hi, mu_lo, scale, F, c, var = (np.empty(G) for _ in range(6))
         fs = 1.0
         if self.fixed is not None:
-            gs = self.partition.group_shape
-            fm = np.ascontiguousarray(np.broadcast_to(self.fixed.mean, gs)).reshape(-1)
-            fv = np.ascontiguousarray(np.broadcast_to(self.fixed.var, gs)).reshape(-1)
-            with np.errstate(all="ignore"):
-                t = fv + self.eps
-                # var + eps overflows: (var / 4 + eps / 4)^-1/2 / 2, exact scalings
-                rstd = np.where(np.isinf(t) & np.isfinite(fv), 0.5 / np.sqrt(0.25 * fv + 0.25 * self.eps),
-                                1.0 / np.sqrt(t))
+            fm, fv, rstd = self._fixed_arrays()
             if max(np.abs(fm).max(initial=0.0), np.abs(xf).max(initial=0.0)) >= 2.0 ** 1022:
                 fs = 0.5  # x / 2 - mean / 2 cannot overflow
         else:
@@ -177,7 +218,33 @@ class Standardization(Plan):
         y = to_S(buf)
         self.stats = (mu_hi, mu_lo, scale, F, c, var)
         self._check_denominators()
-        return y.reshape(x.shape)
+        return self._with_stats(y.reshape(x.shape))
+
+    def _fixed_arrays(self):
+        """The fixed statistics per group, flat: ``(mean, var, (var + eps)^-1/2)``."""
+        gs = self.partition.group_shape
+        fm = np.ascontiguousarray(np.broadcast_to(self.fixed.mean, gs)).reshape(-1)
+        fv = np.ascontiguousarray(np.broadcast_to(self.fixed.var, gs)).reshape(-1)
+        with np.errstate(all="ignore"):
+            t = fv + self.eps
+            # var + eps overflows: (var / 4 + eps / 4)^-1/2 / 2, exact scalings
+            rstd = np.where(np.isinf(t) & np.isfinite(fv), 0.5 / np.sqrt(0.25 * fv + 0.25 * self.eps),
+                            1.0 / np.sqrt(t))
+        return fm, fv, rstd
+
+    def _with_stats(self, y):
+        """``y``, or ``(y, mean, rstd)`` / ``(y, rstd)`` when the statistics are outputs."""
+        if self.stats_shape is None:
+            return y
+        if self.fixed is not None:
+            fm, _, rstd = self._fixed_arrays()
+            mean = np.array(fm)  # (a private copy: never the caller's running_mean)
+        elif self.empty:
+            mean = rstd = np.zeros(0)
+        else:
+            mean, rstd = self._flat_mean(), self.stats[2] * self.stats[3]
+        stats = (mean, rstd) if self.center else (rstd,)
+        return (y,) + tuple(a.reshape(self.stats_shape) for a in stats)
 
     def _check_denominators(self):
         """A finite group whose denominator is not positive is a ValueError.
@@ -212,11 +279,15 @@ class Standardization(Plan):
         if self.stats is None:
             raise ValueError("no statistics: the input is empty")
 
+    def _flat_mean(self):
+        """The compensated mean per group: the two-term ``mu_hi + mu_lo`` rounded once."""
+        mu_hi, mu_lo, scale = self.stats[0], self.stats[1], self.stats[2]
+        return mu_hi + mu_lo / scale
+
     def group_mean(self):
         """Per-group mean, shape ``partition.group_shape``."""
         self._ensure_stats()
-        mu_hi, mu_lo, scale = self.stats[0], self.stats[1], self.stats[2]
-        return (mu_hi + mu_lo / scale).reshape(self.partition.group_shape)
+        return self._flat_mean().reshape(self.partition.group_shape)
 
     def group_var(self):
         """Per-group biased variance (mean square if not centered)."""
@@ -271,7 +342,17 @@ class Standardization(Plan):
         out = to_S(buf)
         return out.reshape(self.x.shape), sum_v, sum_vx, pg_g, pg_b
 
-    def vjp(self, dy):
+    def vjp(self, cotangent):
+        if self.stats_shape is None:
+            return self._vjp_output(cotangent)
+        dy, *dstats = cotangent
+        self.forward()
+        grads = (self._vjp_output(dy) if dy is not None
+                 else {k: np.zeros(v.shape) for k, v in self._values.items()})
+        self._vjp_stats(dict(zip(self.output_names[1:], dstats)), grads)
+        return grads
+
+    def _vjp_output(self, dy):
         self.forward()
         nx, nw, nb = self.names
         if self.empty:
@@ -314,6 +395,46 @@ class Standardization(Plan):
                     grads[nm] = _sum_to(g.reshape(self.partition.group_shape), arr.shape)
         return grads
 
+    def _rstd_slope(self, w):
+        """``w c r^2 / n`` per group (true units): the derivative of rstd along xhat, times w.
+
+        The kernels keep ``c F^2`` in scaled units (``r = scale F``), so
+        ``c r^2 = (c F^2) scale^2``; ``w`` is multiplied in first (a small
+        cotangent or tangent keeps a huge ``r^2`` in range), and a group with
+        ``w = 0`` (a constant group: xhat = 0) gets 0 even where ``c F^2`` overflows.
+        """
+        _, _, scale, _, c, _ = self.stats
+        with np.errstate(over="ignore", invalid="ignore"):
+            k = (((w * c) * scale) * scale) / self.partition.group_size
+        return np.where(w != 0.0, k, 0.0)
+
+    def _vjp_stats(self, cot, grads):
+        """Add the pullback of the statistics outputs (``cot``: name -> cotangent or None)."""
+        dm, dr = cot.get("mean"), cot.get("rstd")
+        gs = self.partition.group_shape
+        if self.fixed is not None:  # the running statistics themselves: constant in x
+            _, _, rstd = self._fixed_arrays()
+            nm, nv = self.fixed.names
+            if dm is not None and nm is not None:
+                grads[nm] = grads[nm] + _sum_to(np.reshape(dm, gs), self.fixed.mean.shape)
+            if dr is not None and nv is not None:
+                g = ((-0.5 * np.reshape(dr, -1)) * rstd) * rstd * rstd
+                grads[nv] = grads[nv] + _sum_to(g.reshape(gs), self.fixed.var.shape)
+            return
+        if self.empty or (dm is None and dr is None):
+            return
+        G = self.layout.n_groups
+        a = np.zeros(G) if dm is None else np.reshape(dm, -1) / self.partition.group_size
+        k = np.zeros(G) if dr is None else self._rstd_slope(np.reshape(dr, -1))
+        nx, L = self.names[0], self.layout
+        # one pass, xhat formed on the fly; the gradient is this pullback's own array,
+        # added to in place (its flat buffer is a copy only for transposed layouts)
+        gf = L.flat(grads[nx])
+        mu_hi, mu_lo, scale, F, _, _ = self.stats
+        K.standardize_stats_pullback(self._xf, L.shape5, L.strides, mu_hi, mu_lo, scale, F,
+                                     a, k, gf)
+        grads[nx] = L.empty()[1](gf).reshape(self.x.shape)
+
     def _on_groups(self, per_group):
         """A per-group vector broadcastable to the split shape."""
         p = self.partition
@@ -321,15 +442,45 @@ class Standardization(Plan):
         return np.asarray(per_group).reshape(p.group_shape).reshape(shape)
 
     def jvp(self, tangents):
-        y = self.forward()
-        nx, nw, nb = self.names
-        ty = np.zeros(y.shape)
-        if self.empty:
+        self.forward()
+        ty, sums = self._jvp_output(tangents)
+        if self.stats_shape is None:
             return ty
+        return (ty,) + self._jvp_stats(tangents, sums)
+
+    def _jvp_stats(self, tangents, sums):
+        """Tangents of the statistics outputs; ``sums``: the group sums of the input
+        tangent and of it times xhat (None without an input tangent)."""
+        gs = self.partition.group_shape
+        G = int(np.prod(gs, dtype=np.int64))
+        tm, tr = np.zeros(G), np.zeros(G)
+        if self.fixed is not None:
+            _, _, rstd = self._fixed_arrays()
+            nm, nv = self.fixed.names
+            if nm is not None and nm in tangents:
+                tm = np.broadcast_to(tangents[nm], gs).reshape(-1).copy()
+            if nv is not None and nv in tangents:
+                tv = np.broadcast_to(tangents[nv], gs).reshape(-1)
+                tr = ((-0.5 * tv) * rstd) * rstd * rstd
+        elif sums is not None:
+            sum_v, sum_vx = sums
+            tm = sum_v / self.partition.group_size
+            tr = self._rstd_slope(sum_vx)
+        out = (tm, tr) if self.center else (tr,)
+        return tuple(a.reshape(self.stats_shape) for a in out)
+
+    def _jvp_output(self, tangents):
+        """``(output tangent, group sums of the input tangent or None)``."""
+        nx, nw, nb = self.names
+        ty = np.zeros(self.x.shape)
+        sums = None
+        if self.empty:
+            return ty, sums
         S = self.partition.split_shape
         ty_s = ty.reshape(S)
         if nx in tangents:
-            ax, *_ = self._project(tangents[nx], False, False)
+            ax, sum_v, sum_vx, _, _ = self._project(tangents[nx], False, False)
+            sums = (sum_v, sum_vx)
             ax = ax.reshape(S)
             if self.weight is not None:
                 ax = ax * self.weight.on_split()
@@ -352,7 +503,7 @@ class Standardization(Plan):
             if self.weight is not None:
                 extra = extra * self.weight.on_split()
             ty_s += extra
-        return ty
+        return ty, sums
 
     def jacobian(self, name):
         if name != self.names[0] or self.empty:
@@ -377,7 +528,22 @@ class Standardization(Plan):
         with np.errstate(divide="ignore", invalid="ignore"):
             cf = np.where(c != 0.0, c / F, 0.0) * scale
         K.standardize_jacobian(idx, xh, gam, scale * F, cf, center, J)
-        return J.reshape(self.x.shape + self.x.shape)
+        J = J.reshape(self.x.shape + self.x.shape)
+        if self.stats_shape is None:
+            return J
+        return (J,) + self._stats_jacobian(idx, xh)
+
+    def _stats_jacobian(self, idx, xh):
+        """Closed-form Jacobians of the statistics outputs w.r.t. the input."""
+        G, n = idx.shape
+        rows = np.arange(G)[:, None]
+        Jm, Jr = np.zeros((G, self.x.size)), np.zeros((G, self.x.size))
+        if self.fixed is None:
+            Jm[rows, idx] = 1.0 / n
+            with np.errstate(over="ignore", invalid="ignore"):
+                Jr[rows, idx] = np.where(xh != 0.0, xh * self._rstd_slope(np.ones(G))[:, None], 0.0)
+        out = (Jm, Jr) if self.center else (Jr,)
+        return tuple(a.reshape(self.stats_shape + self.x.shape) for a in out)
 
 
 def _sum_to(a, shape):

@@ -36,6 +36,10 @@ for eps on the standard deviation), so a constant group is judged at the
 amplification :math:`|x|/\sqrt\epsilon` any rounding of its mean suffers,
 and 1 for the others, whose condition number is :math:`O(1)`; subnormal
 inputs multiply it by :math:`\text{tiny}_T / \operatorname{rms}(x)`.
+:func:`element_conditioning` is the same per element -- :math:`\kappa_g` of
+the element's own statistics group (:func:`group_conditioning`) -- which the
+conformance judge uses so that one ill-conditioned group does not loosen the
+others.
 
 Rounding scale of a derivative
 ------------------------------
@@ -57,7 +61,8 @@ import math
 import numpy as np
 
 __all__ = ["EPS", "ULPS", "FORWARD_ULPS", "DERIVATIVE_ULPS", "tolerance", "shift_sensitive",
-           "cond", "case_cond", "conditioning", "rounding_scale", "finite_input"]
+           "cond", "case_cond", "conditioning", "element_conditioning", "group_conditioning",
+           "rounding_scale", "finite_input"]
 
 EPS = float(np.finfo(np.float64).eps)
 
@@ -164,13 +169,85 @@ def _conditioning(spec, case, dtype):
                     kappa = max(kappa, 1.0 + float(np.max(np.abs(x))) / float(den.min()))
         except Exception:  # noqa: BLE001  (conditioning is advisory; never crash the judgement)
             kappa = float(cond(x))
+    kappa *= _subnormal_factor(x, dtype)
+    return kappa if math.isfinite(kappa) and kappa >= 1.0 else 1.0
+
+
+def _subnormal_factor(x, dtype):
+    r""":math:`\text{tiny}_T / \operatorname{rms}(x)` when the nonzero inputs are subnormal
+    in ``dtype`` on average, else 1 (each operation then carries an absolute error)."""
     nz = np.abs(x[x != 0])
     if nz.size:
         tiny = float(np.finfo(dtype).tiny)
         rms = float(np.sqrt(np.mean(np.square(nz / nz.max())))) * float(nz.max())
         if 0 < rms < tiny:
-            kappa *= tiny / rms
-    return kappa if math.isfinite(kappa) and kappa >= 1.0 else 1.0
+            return tiny / rms
+    return 1.0
+
+
+def group_conditioning(spec, case, dtype="float64"):
+    r"""Per-group :math:`\kappa_g` of a shift-sensitive standardization, or None.
+
+    Returns ``(kappa_split, plan)``: :math:`\kappa_g = 1 + \max_{i \in g}|x_i| / d_g`
+    with :math:`d_g = \sqrt{\sigma_g^2 + \epsilon}` (or :math:`\sigma_g + \epsilon`
+    for eps on the standard deviation), broadcast over the plan's split shape
+    (size 1 on the reduced axes), times the subnormal factor of the whole input.
+    This is the amplification any algorithm working in the target dtype
+    suffers in group :math:`g`: rounding the mean costs
+    :math:`u \max_g|x|` absolutely, divided by :math:`d_g`; a correct two-pass
+    variance costs no more.  None for a normalizer that is not
+    shift-sensitive, a plan without a partition (composites), or fixed
+    (running) statistics, whose conditioning is not per group.
+    """
+    if not shift_sensitive(spec):
+        return None
+    with np.errstate(over="ignore", invalid="ignore", under="ignore", divide="ignore"):
+        case, x = finite_input(case)
+        if x.size == 0:
+            return None
+        try:
+            plan = spec.bind(*case.fresh_args(), **case.kwargs)
+            part = getattr(plan, "partition", None)
+            if (part is None or not hasattr(plan, "group_var")
+                    or getattr(plan, "fixed", None) is not None or getattr(plan, "eps", None) is None
+                    or tuple(part.group_axes) != tuple(sorted(part.group_axes))):
+                return None
+            split = tuple(part.split_shape)
+            xs = np.abs(np.asarray(plan.x, dtype=np.float64).reshape(split))
+            amax = xs.max(axis=part.reduce_axes, keepdims=True) if part.reduce_axes else xs
+            gshape = tuple(n if a in part.group_axes else 1 for a, n in enumerate(split))
+            var = np.asarray(plan.group_var(), dtype=np.float64).reshape(gshape)
+            eps = float(plan.eps)
+            den = (np.sqrt(var) + eps) if getattr(plan, "eps_outside", False) \
+                else np.sqrt(np.maximum(var + eps, 0.0))
+        except Exception:  # noqa: BLE001  (conditioning is advisory; never crash the judgement)
+            return None
+        kappa = 1.0 + amax / den
+        kappa = np.where(np.isfinite(kappa) & (den > 0), kappa, np.nan)
+        if np.isnan(kappa).all():
+            return None
+        fallback = float(np.nanmax(kappa))
+        kappa = np.where(np.isnan(kappa), fallback, kappa) * _subnormal_factor(x, dtype)
+        return np.maximum(kappa, 1.0), plan
+
+
+def element_conditioning(spec, case, dtype="float64"):
+    r"""The judge's conditioning per input element: :math:`\kappa_g` of the element's
+    statistics group (:func:`group_conditioning`), an array of the input's shape,
+    never above the case's :func:`conditioning`; None when the normalizer has no
+    per-group conditioning (then the case's one number applies to every element).
+
+    So a well-conditioned group is judged tightly even when another group of
+    the case sits at an offset of 1e4 or is constant.
+    """
+    got = group_conditioning(spec, case, dtype)
+    if got is None:
+        return None
+    kappa, plan = got
+    shape = np.shape(case.args[0])
+    split = tuple(plan.partition.split_shape)
+    out = np.broadcast_to(kappa, split).reshape(shape)
+    return np.minimum(out, conditioning(spec, case, dtype))
 
 
 def _rms(a):

@@ -13,6 +13,11 @@ For one example case of a normalizer (a :class:`~normref.registry.Case` of its
 Errors are relative to the scale of the rounding the quantity can carry, and
 tolerances come from :mod:`normref.tolerance` (the rule the conformance judge
 uses too).  :func:`check_case` runs all of them; :mod:`normref.check` prints them.
+
+A case whose call returns several outputs (``return_stats=True``: ``(y,
+mean, rstd)``) is measured output by output (each against its own scale,
+the worst reported) with one cotangent per output; the reference returns
+the same tuple.
 """
 from __future__ import annotations
 
@@ -21,11 +26,22 @@ import math
 import numpy as np
 
 from . import autodiff
+from .registry import flatten_outputs, split_outputs
 from .tolerance import (DERIVATIVE_ULPS, EPS, FORWARD_ULPS, case_cond, cond,  # noqa: F401
                         rounding_scale as _rounding_scale, tolerance)
 
 FD_RTOL = 1e-6
 FD_ATOL = 1e-9
+
+
+def _outputs(y):
+    """A call's outputs as a tuple (the one array, or the tuple of a multi-output call)."""
+    return tuple(y) if isinstance(y, tuple) else (y,)
+
+
+def _like(parts, y):
+    """``parts`` (one per output) packed like the call's output ``y``."""
+    return tuple(parts) if isinstance(y, tuple) else parts[0]
 
 
 def differentiable_slots(spec, case):
@@ -44,7 +60,8 @@ def reference_jvp(f, x, t):
     import autograd
 
     try:
-        return autograd.make_jvp(f)(x)(t)[1]
+        ty = autograd.make_jvp(f)(x)(t)[1]
+        return tuple(ty) if isinstance(ty, tuple) else ty
     except NotImplementedError:
         # one reverse pass per output element: (J t)_i = <J^T e_i, t>.  (Not
         # reverse-over-reverse: differentiating autograd's eigh rule again
@@ -76,12 +93,24 @@ def rounding_scale(spec, case, k, vec, transpose):
     the largest entry of :func:`normref.tolerance.rounding_scale` for the dense
     Jacobian of slot ``k``, with the floor of cancelling intermediate terms
     (the reference's textbook formulas have them for every normalizer), and at
-    least 1e-300.
+    least 1e-300.  (Several outputs: the largest of :func:`output_scales`.)
     """
-    J = autodiff.jacobian(spec.function, *case.fresh_args(), wrt=k, **case.kwargs)
-    y = np.asarray(spec.function(*case.fresh_args(), **case.kwargs))
-    t = _rounding_scale(J, vec, y, case.args[0], transpose=transpose, floor=True)
-    return max(float(np.max(t, initial=0)), 1e-300)
+    return max(output_scales(spec, case, k, vec, transpose))
+
+
+def output_scales(spec, case, k, vec, transpose):
+    """:func:`rounding_scale` per output: for a VJP one scale (the outputs' rounding
+    summed, ``vec`` one cotangent per output), for a JVP one per output."""
+    J = _outputs(autodiff.jacobian(spec.function, *case.fresh_args(), wrt=k, **case.kwargs))
+    y = _outputs(spec.function(*case.fresh_args(), **case.kwargs))
+    x = case.args[0]
+    if transpose:
+        t = sum(_rounding_scale(Ji, vi, np.asarray(yi), x, transpose=True, floor=True)
+                for Ji, vi, yi in zip(J, _outputs(vec), y))
+        return [max(float(np.max(t, initial=0)), 1e-300)]
+    return [max(float(np.max(_rounding_scale(Ji, vec, np.asarray(yi), x, transpose=False,
+                                             floor=True), initial=0)), 1e-300)
+            for Ji, yi in zip(J, y)]
 
 
 def _ratio(err, scale):
@@ -89,14 +118,20 @@ def _ratio(err, scale):
 
 
 def forward_error(spec, case):
-    """(relative error, tolerance) of the forward against the reference."""
+    """(relative error, tolerance) of the forward against the reference (the worst
+    output's, for a call with several)."""
     y = spec.function(*case.fresh_args(), **case.kwargs)
     yr = spec.reference(*case.fresh_args(), **case.kwargs)
-    if np.shape(y) != np.shape(yr) or y.dtype != np.float64:
+    if isinstance(y, tuple) != isinstance(yr, tuple) or len(_outputs(y)) != len(_outputs(yr)):
         return math.inf, 0.0
-    scale = max(1.0, float(np.max(np.abs(yr), initial=0)))
-    err = float(np.max(np.abs(y - yr), initial=0))
-    return _ratio(err, scale), tolerance("forward", case_cond(spec, case), EPS)
+    worst = 0.0
+    for a, r in zip(_outputs(y), _outputs(yr)):
+        r = np.asarray(r)
+        if np.shape(a) != np.shape(r) or a.dtype != np.float64:
+            return math.inf, 0.0
+        scale = max(1.0, float(np.max(np.abs(r), initial=0)))
+        worst = max(worst, _ratio(float(np.max(np.abs(a - r), initial=0)), scale))
+    return worst, tolerance("forward", case_cond(spec, case), EPS)
 
 
 def vjp_error(spec, case, rng):
@@ -104,7 +139,7 @@ def vjp_error(spec, case, rng):
     import autograd
 
     y, pullback = autodiff.vjp(spec.function, *case.fresh_args(), **case.kwargs)
-    dy = rng.standard_normal(y.shape)
+    dy = _like([rng.standard_normal(np.shape(o)) for o in _outputs(y)], y)
     grads = pullback(dy)
     worst = 0.0
     for k in differentiable_slots(spec, case):
@@ -121,28 +156,34 @@ def jvp_error(spec, case, rng):
     for k in slots:
         tangents[k] = rng.standard_normal(np.shape(case.args[k]))
     y, ty = autodiff.jvp(spec.function, case.fresh_args(), tangents, **case.kwargs)
-    expected = np.zeros(y.shape)
-    scale = 0.0
+    expected = [np.zeros(np.shape(o)) for o in _outputs(y)]
+    scales = [0.0] * len(expected)
     for k in slots:
-        expected = expected + reference_jvp(reference_of(spec, case, k), case.args[k], tangents[k])
-        scale += rounding_scale(spec, case, k, tangents[k], False)
-    err = float(np.max(np.abs(ty - expected), initial=0))
-    return _ratio(err, scale), tolerance("backward", case_cond(spec, case), EPS)
+        ref = _outputs(reference_jvp(reference_of(spec, case, k), case.args[k], tangents[k]))
+        expected = [e + np.asarray(r) for e, r in zip(expected, ref)]
+        scales = [s + t for s, t in zip(scales, output_scales(spec, case, k, tangents[k], False))]
+    worst = max(_ratio(float(np.max(np.abs(t - e), initial=0)), s)
+                for t, e, s in zip(_outputs(ty), expected, scales))
+    return worst, tolerance("backward", case_cond(spec, case), EPS)
 
 
 def jacobian_error(spec, case):
     """(relative error, tolerance) of the dense Jacobians against stacked VJPs."""
     y, pullback = autodiff.vjp(spec.function, *case.fresh_args(), **case.kwargs)
+    shapes = [np.shape(o) for o in _outputs(y)]
+    m = sum(int(np.prod(s, dtype=np.int64)) for s in shapes)
     worst = 0.0
     for k in differentiable_slots(spec, case):
-        J = autodiff.jacobian(spec.function, *case.fresh_args(), wrt=k, **case.kwargs)
-        if J.shape != y.shape + np.shape(case.args[k]):
+        Js = _outputs(autodiff.jacobian(spec.function, *case.fresh_args(), wrt=k, **case.kwargs))
+        pshape = np.shape(case.args[k])
+        if len(Js) != len(shapes) or any(Ji.shape != s + pshape for Ji, s in zip(Js, shapes)):
             return math.inf, 0.0
+        J = flatten_outputs(Js)
         rows = []
-        for j in range(y.size):
-            e = np.zeros(y.size)
+        for j in range(m):
+            e = np.zeros(m)
             e[j] = 1.0
-            rows.append(pullback(e.reshape(y.shape))[k].ravel())
+            rows.append(pullback(_like(split_outputs(e, shapes), y))[k].ravel())
         stacked = np.array(rows).reshape(J.shape)
         scale = max(1.0, float(np.abs(stacked).max(initial=0)))
         worst = max(worst, _ratio(np.abs(J - stacked).max(initial=0), scale))

@@ -1,9 +1,10 @@
 """The ONNX adapters (ONNX Runtime and the ONNX reference evaluator) judged
 against normref: per-op checks on catalogue cases, the whole catalogue against
-the known-discrepancies file, and proof that the conventions configured in
+the known discrepancies (normref/testing/known/), and proof that the conventions configured in
 ``prepare`` are what makes the verdicts pass."""
 import dataclasses
 import json
+import os
 
 import numpy as np
 import pytest
@@ -16,7 +17,7 @@ from normref.testing.adapters.onnx import (  # noqa: E402
     LP_EPS, MVN_EPS, ONNX_OPS, OnnxReferenceAdapter, OnnxRuntimeAdapter, build_model,
 )
 from normref.testing.conformance import (  # noqa: E402
-    KNOWN_DISCREPANCIES_FILE, ConformCase, as_dtype, bound_arguments, case_from_id,
+    KNOWN_DISCREPANCIES_DIR, ConformCase, as_dtype, audit_known, bound_arguments, case_from_id,
     catalogue, expected_outputs, judge, load_known_discrepancies, round_to, run_conformance,
     _signature_name,
 )
@@ -325,21 +326,19 @@ def test_catalogue_has_no_unexpected_results(catalogue_results, fw):
 def test_every_known_discrepancy_is_observed_and_documented(catalogue_results, fw):
     entries = [e for e in load_known_discrepancies() if e["framework"] == fw]
     assert entries
-    xfails = [r for r in catalogue_results[fw] if r.status == "xfail"]
-    import fnmatch
-
+    # none stale, none overlapping, none matching a passing check, every pattern a case
+    assert audit_known(catalogue_results[fw]) == []
     for e in entries:
-        hit = [r for r in xfails if fnmatch.fnmatchcase(r.case_id, e["case"])
-               and e["dtype"] in ("*", r.dtype) and fnmatch.fnmatchcase(r.check, e["check"])]
-        assert hit, f"stale entry (matches no failing check): {e}"
-        assert "onnxruntime 1.32" in e["reason"] or "onnx 1.23" in e["reason"]
-        assert any(ch.isdigit() for ch in e["reason"].split("onnx 1.23")[0]), e["reason"]
+        assert any(ch.isdigit() for ch in e["figures"]), e["figures"]
 
 
 def test_known_discrepancy_file_is_valid_json_with_issue_links():
-    with open(KNOWN_DISCREPANCIES_FILE, encoding="utf-8") as fh:
-        data = json.load(fh)
-    ours = [e for e in data["discrepancies"] if e["framework"] in FRAMEWORKS]
+    ours = []
+    for fw in FRAMEWORKS:
+        with open(os.path.join(KNOWN_DISCREPANCIES_DIR, f"{fw}.json"), encoding="utf-8") as fh:
+            data = json.load(fh)
+        assert data["framework"] == fw and "onnx 1.23" in data["versions"]
+        ours += data["discrepancies"]
     issues = {e["issue"] for e in ours if e["issue"]}
     assert "https://github.com/onnx/onnx/issues/7805" in issues          # LRN batch-axis loop
     assert "https://github.com/onnx/onnx/pull/8427" in issues            # Lp p=1 without abs

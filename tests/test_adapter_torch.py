@@ -2,6 +2,8 @@
 import collections
 import dataclasses
 import json
+import os
+import re
 
 import numpy as np
 import pytest
@@ -229,17 +231,16 @@ def test_catalogue_has_no_unexpected_failures(catalogue_run):
 
 
 def test_catalogue_known_discrepancies_are_used(catalogue_run):
-    """Every torch entry of known_discrepancies.json still matches a failing
-    check (no stale entries); the headline discrepancies are reported as xfail."""
+    """The entries of normref/testing/known/<target>.json are exactly as wide as the
+    failures (audit_known: none stale, none overlapping, none matching a pass); the
+    headline discrepancies are reported as xfail."""
     adapter, results = catalogue_run
     xfail = {(r.case_id, r.check, r.dtype) for r in results if r.status == "xfail"}
     xpass = [(r.case_id, r.check, r.dtype) for r in results if r.status == "xpass"]
     assert not xpass, xpass
     entries = [e for e in C.load_known_discrepancies() if e["framework"] == adapter.framework]
     assert entries
-    for e in entries:
-        assert e["reason"]
-        assert (e["case"], e["check"], e["dtype"]) in xfail, e
+    assert C.audit_known(results) == []
     for key in [("instance_norm/empty_batch/s0", "forward", "float64"),
                 ("layer_norm/offset1e8/s0", "backward:weight", "float32"),
                 ("batch_norm/neg_eps_momentum/s0", "forward", "float32"),
@@ -264,13 +265,16 @@ def test_catalogue_skips_only_what_torch_lacks(catalogue_run):
 
 
 def test_known_discrepancy_entries_are_well_formed():
-    with open(C.KNOWN_DISCREPANCIES_FILE, encoding="utf-8") as fh:
-        data = json.load(fh)
-    mine = [e for e in data["discrepancies"] if e["framework"] in ("torch", "torch-modules")]
-    assert len(mine) >= 20
-    for e in mine:
-        assert "torch 2." in e["reason"]
-        assert e["issue"] is None or e["issue"].startswith("https://github.com/pytorch/pytorch/issues/")
+    for fw in ("torch", "torch-modules"):
+        with open(os.path.join(C.KNOWN_DISCREPANCIES_DIR, f"{fw}.json"), encoding="utf-8") as fh:
+            data = json.load(fh)
+        assert data["framework"] == fw and "torch 2." in data["versions"]
+        mine = data["discrepancies"]
+        assert len(mine) >= 7
+        for e in mine:
+            assert "ulps" in e["figures"] or "raises" in e["figures"], e["id"]
+            assert e["issue"] is None or re.match(
+                r"https://github\.com/pytorch/pytorch/(issues|pull)/\d+$", e["issue"]), e["issue"]
 
 
 def test_group_norm_bias_without_weight_backward_fails_in_torch():

@@ -134,6 +134,10 @@ def call(test, spec, fn, args, kwargs=None, *, extra_state=()):
 
 
 def check_output(spec, y, args, kwargs):
+    if isinstance(y, tuple):  # a call with several outputs (return_stats=True): each one
+        for part in y:
+            check_output(spec, part, args, kwargs)
+        return
     assert type(y) is np.ndarray and y.dtype == np.float64, (
         f"{spec.name}: returned {type(y).__name__} of dtype {getattr(y, 'dtype', None)}")
     if _finite(list(args) + list(kwargs.values())):
@@ -306,10 +310,19 @@ def _reference_agrees(spec, y, args, kwargs, mutates):
     try:
         with warnings.catch_warnings(), np.errstate(all="raise"), _time_limit(2.0):
             warnings.simplefilter("ignore")
-            yr = np.asarray(spec.reference(*case.fresh_args(), **kwargs), dtype=np.float64)
+            yr = spec.reference(*case.fresh_args(), **kwargs)
     except (ValueError, TypeError, ZeroDivisionError, FloatingPointError, np.linalg.LinAlgError,
             MemoryError, _Slow):
         return  # the textbook reference cannot evaluate this input reliably
+    if isinstance(y, tuple):  # several outputs (return_stats=True): each against its own
+        if isinstance(yr, tuple) and len(yr) == len(y):
+            for part, ref in zip(y, yr):
+                _agrees(spec, part, np.asarray(ref, dtype=np.float64), case)
+        return
+    _agrees(spec, y, np.asarray(yr, dtype=np.float64), case)
+
+
+def _agrees(spec, y, yr, case):
     if yr.shape != y.shape or not np.isfinite(yr).all():
         return
     with warnings.catch_warnings():
@@ -359,7 +372,9 @@ def test_hostile_arguments(name, data):
     outcome, res = call("hostile-vjp", spec, normref.vjp, [spec.function] + args2, kwargs)
     if outcome == "ok":
         y2, pullback = res
-        dy = np.random.default_rng(0).standard_normal(y2.shape)
+        rng = np.random.default_rng(0)
+        dy = (tuple(rng.standard_normal(o.shape) for o in y2) if isinstance(y2, tuple)
+              else rng.standard_normal(y2.shape))
         outcome, grads = call("hostile-vjp", spec, pullback, [dy])
         if outcome == "ok":
             for g in grads:

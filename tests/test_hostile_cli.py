@@ -269,8 +269,8 @@ def test_a_genuine_bug_is_not_disguised_as_a_user_error(tmp_path, monkeypatch):
 
 def test_argparse_errors_are_one_line_exit_2(capsys):
     _usage_error(capsys, cli.main(["bogus"]), "invalid choice", "'bogus'", "--help")
-    _usage_error(capsys, cli.main(["conform", "--target", "tensorflow"]),
-                 "--target", "'tensorflow'", "onnxruntime")
+    _usage_error(capsys, cli.main(["conform", "--target", "mxnet"]),
+                 "--target", "'mxnet'", "onnxruntime")
 
 
 @pytest.mark.slow

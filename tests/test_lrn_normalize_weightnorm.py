@@ -271,6 +271,33 @@ def test_normalize_clamp_branch_is_linear():
     close(pull(np.array([[1.0, -2.0]]))[0], [[0.32, -0.24]], rtol=1e-14)
 
 
+def test_normalize_eps_on_the_squared_norm():
+    """eps_placement="squared_norm" (tf.math.l2_normalize): x / sqrt(max(sum x^2, eps))."""
+    x = np.array([[3e-7, -4e-7, 0.0], [3.0, 4.0, 0.0]])   # norms 5e-7 and 5
+    dy = np.array([[1.0, -2.0, 0.5], [1.0, -2.0, 0.5]])
+    eps = 1e-12                                            # sqrt(eps) = 1e-6 > 5e-7
+    y = nr.normalize(x, 2.0, 1, eps, eps_placement="squared_norm")
+    close(y[0], x[0] / 1e-6, rtol=1e-15)                   # clamped: x / sqrt(eps)
+    close(y[1], x[1] / 5.0, rtol=1e-15)
+    # the default placement clamps the norm at 1e-12: both rows are unclamped
+    close(nr.normalize(x, 2.0, 1, eps)[0], x[0] / 5e-7, rtol=1e-15)
+    _, pull = nr.vjp(nr.normalize, x, 2.0, 1, eps, eps_placement="squared_norm")
+    g = pull(dy)[0]
+    close(g[0], dy[0] / 1e-6, rtol=1e-15)                  # clamp branch: I / sqrt(eps)
+    y1 = x[1] / 5.0
+    close(g[1], (dy[1] - y1 * np.dot(y1, dy[1])) / 5.0, rtol=1e-14)
+    # at sum x^2 == eps exactly the norm branch (TF's maximum passes x >= y to x)
+    _, pull = nr.vjp(nr.normalize, np.array([[3.0, 4.0]]), 2.0, 1, 25.0,
+                     eps_placement="squared_norm")
+    close(pull(np.array([[1.0, -2.0]]))[0], [[0.32, -0.24]], rtol=1e-14)
+    # eps <= 0 never binds: the placements coincide
+    for e in (0.0, -0.5):
+        np.testing.assert_array_equal(nr.normalize(x, 2.0, 1, e, eps_placement="squared_norm"),
+                                      nr.normalize(x, 2.0, 1, e))
+    with pytest.raises(ValueError, match="eps_placement"):
+        nr.normalize(x, eps_placement="variance")
+
+
 def test_normalize_huge_and_tiny_rows():
     for scale in (1e300, 1e-300, 1.7e308):
         x = np.full((2, 15), scale)

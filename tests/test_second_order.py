@@ -9,6 +9,7 @@ import pytest
 
 from normref import cli
 from normref.testing import second_order as so
+from normref.testing.conformance.known import SECOND_ORDER_FILE
 
 HAVE_TORCH = importlib.util.find_spec("torch") is not None
 HAVE_JAX = importlib.util.find_spec("jax") is not None and importlib.util.find_spec("flax") is not None
@@ -84,9 +85,9 @@ def test_a_wrong_candidate_fails_and_the_oracle_itself_passes():
     assert st["hvp"].status == "fail"
     assert st["crash"].status == "error" and "kernel exploded" in st["crash"].reason
     # a known discrepancy turns the failure into xfail, and the exact candidate into xpass
-    known = [{"framework": "numpy", "normalizer": "layer_norm", "case": "layer_norm/affine/*",
-              "dtype": "float64", "check": m, "reason": "documented", "issue": None}
-             for m in ("zeroed", "exact")]
+    known = [{"framework": "numpy", "id": "documented", "cases": ["layer_norm/affine/*"],
+              "dtypes": ["float64"], "checks": ["zeroed", "exact"], "reason": "documented",
+              "figures": "-", "issue": None}]
     rows = so.second_order_rows(frameworks=("numpy",), normalizers=("layer_norm",), affines=(True,),
                                 known=known, candidates={"numpy": {k: cands["numpy"][k]
                                                                   for k in ("zeroed", "exact")}})
@@ -100,8 +101,11 @@ def test_second_order_known_entries_are_valid():
     entries = so.load_second_order_known()
     assert entries
     for e in entries:
-        assert e["framework"] in so.FRAMEWORKS and e["normalizer"] in so.NORMALIZERS
-        assert len(e["reason"]) > 80 and "torch 2.13.0" in e["reason"]
+        assert e["framework"] in so.FRAMEWORKS
+        assert {p.split("/")[0] for p in e["cases"]} <= set(so.NORMALIZERS), e["cases"]
+        assert len(e["reason"]) > 80 and e["figures"] and e["dtypes"] == ["float64"]
+    with open(SECOND_ORDER_FILE, encoding="utf-8") as fh:
+        assert "torch 2.13.0" in json.load(fh)["versions"]
 
 
 @pytest.mark.skipif(not HAVE_TORCH, reason="torch is not installed")

@@ -14,6 +14,7 @@ __all__ = [
     "eps_value",
     "channel_axis_of",
     "positive_int",
+    "stats_option",
     "running_buffer",
     "running_options",
     "commit_updates",
@@ -41,6 +42,13 @@ def affine_param(name, value, expected, context):
 def eps_value(eps, name="eps"):
     """eps as a float; negative values are legal (computed literally, PyTorch)."""
     return check_finite_scalar(name, eps)
+
+
+def stats_option(return_stats, shape):
+    """The ``stats_shape`` of a :class:`~normref.standardize.Standardization` for the
+    keyword ``return_stats``: ``shape`` (the statistics' output shape) when True, None when
+    False; anything but a bool is a TypeError (``check_flag``)."""
+    return tuple(shape) if check_flag("return_stats", return_stats) else None
 
 
 def positive_int(name, value):

@@ -11,7 +11,7 @@ from ..registry import Case, Spec, register
 from ..taxonomy import Area, AreaKind as A, Operation, OpKind as O, Recovery, RecoveryKind as R
 from ..standardize import FixedStats, Standardization
 from ._common import (RunningStats, affine_param, channel_axis_of, eps_value, input_array,
-                      running_options)
+                      running_options, stats_option)
 from ..numerics import as_float64, check_flag, check_shape
 
 __all__ = ["batch_norm"]
@@ -38,10 +38,11 @@ def running_buffers_fixed(running_mean, running_var, C, flag="training=False"):
 
 def _bind(input, running_mean, running_var, weight=None, bias=None, training=False,
           momentum=0.1, eps=1e-5, *, channel_axis=1, momentum_convention="torch",
-          running_var_unbiased=True, num_batches_tracked=None):
+          running_var_unbiased=True, num_batches_tracked=None, return_stats=False):
     x = input_array(input, 2)
     ax = channel_axis_of(x, channel_axis)
     C = x.shape[ax]
+    stats = stats_option(return_stats, (C,))
     part = channel_partition("batch_norm", x, ax)
     ctx = f"one value per channel, input shape {x.shape}, channel axis {ax}"
     w = affine_param("weight", weight, (C,), ctx)
@@ -52,7 +53,8 @@ def _bind(input, running_mean, running_var, weight=None, bias=None, training=Fal
                               num_batches_tracked)
     if not training:
         return Standardization(x, part, eps=eps, weight=w, bias=b,
-                               fixed=running_buffers_fixed(running_mean, running_var, C))
+                               fixed=running_buffers_fixed(running_mean, running_var, C),
+                               stats_shape=stats)
     count = part.group_size
     if count == 1:
         raise ValueError(
@@ -69,12 +71,12 @@ def _bind(input, running_mean, running_var, weight=None, bias=None, training=Fal
         running.update(plan.group_mean(), plan.group_var(), count)
 
     return Standardization(x, part, eps=eps, weight=w, bias=b,
-                           on_forward=update if running.active else None)
+                           on_forward=update if running.active else None, stats_shape=stats)
 
 
 def batch_norm(input, running_mean, running_var, weight=None, bias=None, training=False,
                momentum=0.1, eps=1e-5, *, channel_axis=1, momentum_convention="torch",
-               running_var_unbiased=True, num_batches_tracked=None):
+               running_var_unbiased=True, num_batches_tracked=None, return_stats=False):
     r"""Batch normalization, per channel over the batch and spatial axes.
 
     .. math::
@@ -104,13 +106,30 @@ def batch_norm(input, running_mean, running_var, weight=None, bias=None, trainin
     Numerics: corrected two-pass moments with compensated sums, eps inside the
     root, float64 output.
 
+    Statistics (``return_stats=True``): returns ``(y, mean, rstd)``, one value
+    per channel (shape ``(C,)``, whatever ``channel_axis``).  Training: the
+    batch mean and :math:`(\sigma_B^2 + \epsilon)^{-1/2}` with the biased
+    variance -- ``torch.native_batch_norm``'s ``save_mean`` / ``save_invstd``
+    -- float64, the mean compensated (about an ulp from the exact mean at any
+    offset); the running statistics are updated as without the keyword.
+    Eval: the statistics the output was normalized with, a copy of
+    ``running_mean`` and :math:`(\text{running\_var} + \epsilon)^{-1/2}`,
+    differentiable in the running buffers (:math:`\partial r / \partial v =
+    -r^3/2`).  PyTorch's CPU kernel returns empty tensors in eval (it saves
+    nothing for a backward that needs no batch statistics) and ONNX
+    BatchNormalization has no statistics outputs in inference mode; normref
+    returns the statistics used so the outputs mean the same in both modes.
+    An empty batch in training is then a ValueError (no values per channel).
+    Every output is differentiable (:func:`normref.vjp` takes one cotangent
+    per output).
+
     Ioffe & Szegedy, "Batch Normalization: Accelerating Deep Network Training
     by Reducing Internal Covariate Shift", ICML 2015.
     """
     return _bind(input, running_mean, running_var, weight, bias, training, momentum, eps,
                  channel_axis=channel_axis, momentum_convention=momentum_convention,
                  running_var_unbiased=running_var_unbiased,
-                 num_batches_tracked=num_batches_tracked).forward()
+                 num_batches_tracked=num_batches_tracked, return_stats=return_stats).forward()
 
 
 #: the layer fact: training mode, the features as channels, no running statistics
@@ -188,6 +207,8 @@ register(Spec(
     examples=_examples,
     strategy=_strategy,
     layer=_LAYER,
+    convention_options={"momentum_convention": ("torch", "keras"),
+                        "running_var_unbiased": (True, False)},
     conventions={
         "momentum_convention": "torch: new = (1-m) old + m batch; keras: new = m old + (1-m) batch",
         "running_var_unbiased": "True: running variance gets n/(n-1) var (PyTorch); False: biased",

@@ -382,6 +382,8 @@ register(Spec(
     examples=_examples,
     strategy=_strategy,
     layer=_LAYER,
+    convention_options={"momentum_convention": ("torch", "keras"),
+                        "running_var_unbiased": (True, False), "running_std": (False, True)},
     conventions={
         "rmax, dmax": "clipping bounds of r and d (3, 5 as the paper's final values); None: no clip",
         "momentum_convention": "torch: new = (1-m) old + m batch; keras: new = m old + (1-m) batch",

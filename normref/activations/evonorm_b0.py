@@ -195,6 +195,8 @@ register(Spec(
     examples=_examples,
     strategy=_strategy,
     layer=_LAYER,
+    convention_options={"momentum_convention": ("torch", "keras"),
+                        "running_var_unbiased": (True, False)},
     conventions={
         "momentum_convention": "torch (timm) or keras (TF reference, momentum 0.9)",
         "running_var_unbiased": "True: n/(n-1) batch variance (timm); False: biased (TF)",

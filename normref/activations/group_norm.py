@@ -11,7 +11,7 @@ from ..layer_call import LayerCall, REQUIRED
 from ..registry import Case, Spec, register
 from ..taxonomy import Area, AreaKind as A, Operation, OpKind as O, Recovery, RecoveryKind as R
 from ..standardize import Standardization
-from ._common import affine_param, eps_value, input_array, positive_int
+from ._common import affine_param, eps_value, input_array, positive_int, stats_option
 
 __all__ = ["group_norm"]
 
@@ -27,7 +27,8 @@ def channel_groups(x, num_groups):
     return N, C, int(np.prod(x.shape[2:], dtype=np.int64)), G
 
 
-def _bind(input, num_groups, weight=None, bias=None, eps=1e-5, *, affine="channel"):
+def _bind(input, num_groups, weight=None, bias=None, eps=1e-5, *, affine="channel",
+          return_stats=False):
     x = input_array(input, 2)
     N, C, HW, G = channel_groups(x, num_groups)
     check_choice("affine", affine, ("channel", "group"))
@@ -36,10 +37,12 @@ def _bind(input, num_groups, weight=None, bias=None, eps=1e-5, *, affine="channe
     ctx = f"affine={affine!r}, input shape {x.shape}, num_groups {G}"
     w = affine_param("weight", weight, pshape, ctx)
     b = affine_param("bias", bias, pshape, ctx)
-    return Standardization(x, part, eps=eps_value(eps), weight=w, bias=b)
+    return Standardization(x, part, eps=eps_value(eps), weight=w, bias=b,
+                           stats_shape=stats_option(return_stats, (N, G)))
 
 
-def group_norm(input, num_groups, weight=None, bias=None, eps=1e-5, *, affine="channel"):
+def group_norm(input, num_groups, weight=None, bias=None, eps=1e-5, *, affine="channel",
+               return_stats=False):
     r"""Group normalization: per sample, over groups of C/G channels and space.
 
     .. math::
@@ -53,9 +56,20 @@ def group_norm(input, num_groups, weight=None, bias=None, eps=1e-5, *, affine="c
     (num_groups,).  Mirrors ``torch.nn.functional.group_norm``; eps inside the
     root.  ``num_groups`` must be a positive divisor of C (ValueError).
 
+    Statistics (``return_stats=True``): returns ``(y, mean, rstd)``, the
+    mean and :math:`(\sigma_{ng}^2 + \epsilon)^{-1/2}` of each (sample,
+    group), shape ``(N, num_groups)`` as ``torch.native_group_norm``'s
+    ``mean`` / ``rstd`` (ONNX GroupNormalization outputs Y only).  float64,
+    the mean compensated (about an ulp from the exact mean at any offset),
+    rstd the multiplier the output was computed with; differentiable like the
+    output (:func:`normref.vjp` takes one cotangent per output).  An input
+    with no values per group (no spatial positions) is a ValueError then:
+    their statistics are undefined (torch returns mean 0, rstd NaN).
+
     Wu & He, "Group Normalization", ECCV 2018.
     """
-    return _bind(input, num_groups, weight, bias, eps, affine=affine).forward()
+    return _bind(input, num_groups, weight, bias, eps, affine=affine,
+                 return_stats=return_stats).forward()
 
 
 #: the layer fact: each case, num_groups groups of its features (3 of 4 in the table)
@@ -119,6 +133,7 @@ register(Spec(
     examples=_examples,
     strategy=_strategy,
     layer=_LAYER,
+    convention_options={"affine": ("channel", "group")},
     conventions={"affine": "channel: weight (C,) (PyTorch, ONNX-21); group: weight (G,) (ONNX-18)"},
     differentiable=("input", "weight", "bias"),
     catalogue=Catalogue(base=_conformance_base,

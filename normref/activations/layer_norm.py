@@ -12,7 +12,7 @@ from ..layer_call import LayerCall
 from ..registry import Case, Spec, register
 from ..taxonomy import Area, AreaKind as A, Operation, OpKind as O, Recovery, RecoveryKind as R
 from ..standardize import Standardization
-from ._common import affine_param, eps_value, input_array
+from ._common import affine_param, eps_value, input_array, stats_option
 
 __all__ = ["layer_norm"]
 
@@ -52,18 +52,24 @@ def trailing_partition(name, input, shape):
     return Partition(name, (rows, feat), group_axes=(0,), affine_axes=(1,))
 
 
-def _bind(input, normalized_shape, weight=None, bias=None, eps=1e-5):
+def trailing_stats_shape(x, shape):
+    """Shape of per-row statistics: the leading axes, the normalized ones kept as size 1."""
+    return x.shape[: x.ndim - len(shape)] + (1,) * len(shape)
+
+
+def _bind(input, normalized_shape, weight=None, bias=None, eps=1e-5, *, return_stats=False):
     x = input_array(input, 1, layout="(*, normalized_shape)")
     shape = normalized_shape_of(x, normalized_shape)
     ctx = f"normalized_shape {shape}"
     w = affine_param("weight", weight, shape, ctx)
     b = affine_param("bias", bias, shape, ctx)
     return Standardization(
-        x, trailing_partition("layer_norm", x, shape), eps=eps_value(eps), weight=w, bias=b
+        x, trailing_partition("layer_norm", x, shape), eps=eps_value(eps), weight=w, bias=b,
+        stats_shape=stats_option(return_stats, trailing_stats_shape(x, shape)),
     )
 
 
-def layer_norm(input, normalized_shape, weight=None, bias=None, eps=1e-5):
+def layer_norm(input, normalized_shape, weight=None, bias=None, eps=1e-5, *, return_stats=False):
     r"""Layer normalization over the trailing ``normalized_shape`` axes.
 
     .. math::
@@ -78,9 +84,28 @@ def layer_norm(input, normalized_shape, weight=None, bias=None, eps=1e-5):
     Numerics: corrected two-pass moments with compensated sums (a few float64
     ulps from the exact result at any offset), float64 output.
 
+    Statistics (``return_stats=True``): returns ``(y, mean, rstd)``, the mean
+    and :math:`(\mathrm{Var}[x] + \epsilon)^{-1/2}` of each sample with shape
+    ``input.shape[:-k] + (1,) * k``, ``k = len(normalized_shape)`` (the
+    reduced axes kept as size 1): ``torch.native_layer_norm``'s ``mean`` /
+    ``rstd`` and ONNX LayerNormalization's ``Mean`` / ``InvStdDev`` outputs
+    (``axis = -k``).  normref's are float64, the mean the compensated one
+    (within about an ulp of the exact mean at any offset) and rstd the
+    multiplier the output was computed with.  Frameworks' dtypes differ:
+    torch returns them in the input's dtype; ONNX's ``stash_type`` (default 1,
+    float32) is their type -- the schema allows only float32 or bfloat16 --
+    and, by the spec, the precision of the first stage.  ONNX Runtime 1.32
+    still normalizes a float64 input in double and returns its statistics
+    rounded to float32 (it has no kernel for stash_type=11 with these
+    outputs); the ONNX reference evaluator returns them in the input's dtype.
+    The three outputs are differentiable: :func:`normref.vjp` takes one
+    cotangent per output (None for zero), :func:`normref.jvp` /
+    :func:`normref.jacobian` give one tangent / Jacobian per output.
+
     Ba, Kiros & Hinton, "Layer Normalization", 2016.
     """
-    return _bind(input, normalized_shape, weight, bias, eps).forward()
+    return _bind(input, normalized_shape, weight, bias, eps,
+                 return_stats=return_stats).forward()
 
 
 #: the layer fact: each case over its features

@@ -344,6 +344,7 @@ register(Spec(
     examples=_examples,
     strategy=_strategy,
     layer=_LAYER,
+    convention_options={"convention": ("torch", "onnx", "caffe", "tf")},
     conventions={
         "convention": (
             "'torch' window [c-n//2, c+(n-1)//2], alpha/n; 'onnx' [c-(n-1)//2, c+n//2], "

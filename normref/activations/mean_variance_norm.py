@@ -123,6 +123,7 @@ register(Spec(
     examples=_examples,
     strategy=_strategy,
     layer=_LAYER,
+    convention_options={"eps_placement": ("std", "variance")},
     conventions={"eps_placement": "std: (x-mean)/(std+eps) as ONNX's function body; variance: /sqrt(var+eps)"},
     catalogue=Catalogue(
         base=_conformance_base,

@@ -11,14 +11,17 @@ import numbers
 import numpy as np
 
 from ..kernels import normalize as K
-from ..numerics import as_float64, check_finite_scalar
+from ..numerics import as_float64, check_choice, check_finite_scalar
 from ..layer_call import LayerCall
 from ..registry import Case, Plan, Spec, register
 from ..taxonomy import Area, AreaKind as A, Operation, OpKind as O, Recovery, RecoveryKind as R
 from .. import reference as _reference
 from ..catalogue import Catalogue
 
-__all__ = ["normalize"]
+__all__ = ["normalize", "EPS_PLACEMENTS"]
+
+#: where eps clamps: the norm (PyTorch, the default) or the squared norm (TF's l2_normalize)
+EPS_PLACEMENTS = ("norm", "squared_norm")
 
 
 class NormalizePlan(Plan):
@@ -141,7 +144,7 @@ class NormalizePlan(Plan):
         return np.ascontiguousarray(np.moveaxis(J, [nd - 1, 2 * nd - 1], [self.dim, nd + self.dim]))
 
 
-def _bind(input, p=2.0, dim=1, eps=1e-12):
+def _bind(input, p=2.0, dim=1, eps=1e-12, *, eps_placement="norm"):
     x = as_float64("input", input)
     if isinstance(p, (bool, np.bool_)) or not isinstance(p, numbers.Real):
         raise TypeError(f"normalize: p must be a real number, got {p!r}")
@@ -159,10 +162,14 @@ def _bind(input, p=2.0, dim=1, eps=1e-12):
             f"(expected -{x.ndim} <= dim < {x.ndim})"
         )
     eps = check_finite_scalar("eps", eps)
+    check_choice("eps_placement", eps_placement, EPS_PLACEMENTS)
+    if eps_placement == "squared_norm" and eps > 0.0:
+        # max(N^2, eps) = max(N, sqrt(eps))^2 for eps >= 0; for eps <= 0 neither clamp binds
+        eps = math.sqrt(eps)
     return NormalizePlan(x, p, dim % x.ndim, eps)
 
 
-def normalize(input, p=2.0, dim=1, eps=1e-12):
+def normalize(input, p=2.0, dim=1, eps=1e-12, *, eps_placement="norm"):
     r"""Lp normalization of ``input`` along ``dim`` (``torch.nn.functional.normalize``).
 
     .. math::
@@ -173,8 +180,31 @@ def normalize(input, p=2.0, dim=1, eps=1e-12):
 
     for each fibre of ``input`` along ``dim`` (any rank >= 1, negative ``dim``
     counts from the end).  ``p`` is any positive float or ``math.inf``.  The
-    eps clamp is on the norm itself (PyTorch), not on the squared norm (TF's
-    ``l2_normalize`` takes ``rsqrt(max(sum x^2, eps))``).
+    eps clamp is on the norm itself (PyTorch, ``eps_placement="norm"``, the
+    default).
+
+    ``eps_placement="squared_norm"`` clamps the squared norm instead, as
+    ``tf.math.l2_normalize(x, axis, epsilon)`` does
+    (``x * rsqrt(max(sum x^2, epsilon))``):
+
+    .. math::
+
+        y = \frac{x}{\sqrt{\max(\lVert x \rVert_p^2, \epsilon)}}
+          = \frac{x}{\max(\lVert x \rVert_p, \sqrt{\epsilon})}
+          \quad (\epsilon \ge 0),
+
+    so it is the default computation with the clamp :math:`\sqrt\epsilon`
+    (rounded once, ``math.sqrt``): TF's default ``epsilon=1e-12`` bounds the
+    norm below by 1e-6, PyTorch's ``eps=1e-12`` by 1e-12.  For
+    :math:`\epsilon \le 0` neither clamp ever binds and the two placements
+    coincide.  The derivative is the one below with :math:`\sqrt\epsilon`
+    for :math:`\epsilon`: :math:`I/\sqrt\epsilon` where the squared norm is
+    below :math:`\epsilon`, the norm branch where it is at or above it (TF's
+    ``maximum`` passes the gradient to its first argument, the squared sum, at
+    a tie).  The branch is decided on :math:`N \ge \operatorname{fl}(\sqrt\epsilon)`,
+    which differs from :math:`N^2 \ge \epsilon` only for a norm within half
+    an ulp of :math:`\sqrt\epsilon`.  For p other than 2 the option still
+    means "clamp :math:`\lVert x \rVert_p^2`" (no framework uses it there).
 
     Derivative (exact, including the clamp): with :math:`N = \lVert x\rVert_p`
     and :math:`g = \partial N / \partial x`,
@@ -241,7 +271,7 @@ def normalize(input, p=2.0, dim=1, eps=1e-12):
     derivatives) without allocating per fibre.  NaN input propagates to its
     fibre only.
     """
-    return _bind(input, p, dim, eps).forward()
+    return _bind(input, p, dim, eps, eps_placement=eps_placement).forward()
 
 
 #: the layer fact: each case scaled to unit Lp norm over its features (dim=1)
@@ -307,7 +337,8 @@ register(Spec(
     strategy=_strategy,
     layer=_LAYER,
     conventions={
-        "eps": "clamp on the norm, max(||x||_p, eps) (PyTorch); TF clamps the squared L2 norm",
+        "eps_placement": "'norm': max(||x||_p, eps) (PyTorch, default); 'squared_norm': "
+                         "sqrt(max(||x||_p^2, eps)) (tf.math.l2_normalize)",
         "p=inf subgradient": "first maximal |x_i| in index order gets the derivative",
     },
     differentiable=("input",),

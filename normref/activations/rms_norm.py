@@ -9,23 +9,24 @@ from ..layer_call import LayerCall
 from ..registry import Case, Spec, register
 from ..taxonomy import Area, AreaKind as A, Operation, OpKind as O, Recovery, RecoveryKind as R
 from ..standardize import Standardization
-from ._common import affine_param, eps_value, input_array
-from .layer_norm import normalized_shape_of, trailing_partition
+from ._common import affine_param, eps_value, input_array, stats_option
+from .layer_norm import normalized_shape_of, trailing_partition, trailing_stats_shape
 
 __all__ = ["rms_norm"]
 
 
-def _bind(input, normalized_shape, weight=None, eps=None):
+def _bind(input, normalized_shape, weight=None, eps=None, *, return_stats=False):
     x = input_array(input, 1, layout="(*, normalized_shape)")
     dtype = input.dtype if isinstance(input, np.ndarray) else np.asarray(input).dtype
     shape = normalized_shape_of(x, normalized_shape)
     w = affine_param("weight", weight, shape, f"normalized_shape {shape}")
     eps = float(np.finfo(dtype).eps) if eps is None else eps_value(eps)
     return Standardization(x, trailing_partition("rms_norm", x, shape), eps=eps,
-                           center=False, weight=w)
+                           center=False, weight=w,
+                           stats_shape=stats_option(return_stats, trailing_stats_shape(x, shape)))
 
 
-def rms_norm(input, normalized_shape, weight=None, eps=None):
+def rms_norm(input, normalized_shape, weight=None, eps=None, *, return_stats=False):
     r"""RMS normalization over the trailing ``normalized_shape`` axes.
 
     .. math::
@@ -39,9 +40,20 @@ def rms_norm(input, normalized_shape, weight=None, eps=None):
     huge or subnormal data.  Note Keras' ``rms_scaling`` divides by the
     variance instead: that is :func:`layer_norm` without centering's mean.
 
+    Statistics (``return_stats=True``): returns ``(y, rstd)`` with
+    :math:`\mathrm{rstd} = (\frac1n \sum_i x_i^2 + \epsilon)^{-1/2}` per
+    row, shape ``input.shape[:-k] + (1,) * k`` like :func:`layer_norm`'s (and
+    like the ``rstd`` of PyTorch's private ``torch._fused_rms_norm``).  There
+    is no mean: RMS norm subtracts none, so the output depends on no mean and
+    the mean is not a statistic of the normalization (it is
+    ``input.mean(axis)``, with the gradient ``1/n``, should a caller want it).
+    rstd is the float64 multiplier the output was computed with (compensated
+    mean square) and is differentiable like the output (:func:`normref.vjp`
+    takes one cotangent per output).
+
     Zhang & Sennrich, "Root Mean Square Layer Normalization", NeurIPS 2019.
     """
-    return _bind(input, normalized_shape, weight, eps).forward()
+    return _bind(input, normalized_shape, weight, eps, return_stats=return_stats).forward()
 
 
 #: the layer fact: each case over its features (a gain, no bias)

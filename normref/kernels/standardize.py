@@ -443,9 +443,36 @@ def _standardize_xhat(x, sh, st, mu_hi, mu_lo, scale, F, out):
                 _row_out(x[b:b + R3], out[b:b + R3], s, as_, mu_lo[g], F[g], 1.0, 0.0)
 
 
+@njit(**JIT)
+def _row_stats_pullback(xr, outr, s, as_, b0, f, a, k):
+    """outr += a + k xhat (no k term where xhat = 0: k may overflow there)."""
+    for i in range(xr.size):
+        xh = ((xr[i] * s + as_) - b0) * f
+        outr[i] += (a + k * xh) if xh != 0.0 else a
+
+
+def _standardize_stats_pullback(x, sh, st, mu_hi, mu_lo, scale, F, a, k, out):
+    """Add the pullback of the statistics outputs to ``out``: ``a[g] + k[g] * xhat``
+    on every element of group g (``a`` = mean cotangent / n, ``k`` = rstd cotangent
+    times ``c r^2 / n``, true units), xhat formed as :func:`_standardize_xhat` does."""
+    G2, R1, R2, R3 = sh[1], sh[2], sh[3], sh[4]
+    st0, st1, st2, st3 = st[0], st[1], st[2], st[3]
+    for g in prange(sh[0] * G2):
+        g1 = g // G2
+        g2 = g - g1 * G2
+        s = scale[g]
+        as_ = -(mu_hi[g] * s)
+        g0 = g1 * st0 + g2 * st1
+        for r1 in range(R1):
+            for r2 in range(R2):
+                b = g0 + r1 * st2 + r2 * st3
+                _row_stats_pullback(x[b:b + R3], out[b:b + R3], s, as_, mu_lo[g], F[g], a[g], k[g])
+
+
 standardize_forward = Kernel(_standardize_forward)
 standardize_project = Kernel(_standardize_project)
 standardize_xhat = Kernel(_standardize_xhat)
+standardize_stats_pullback = Kernel(_standardize_stats_pullback)
 
 
 @njit(**JIT)

@@ -17,6 +17,11 @@ float64; autograd boxes are used as they are.
 Running statistics are updated in place with plain NumPy from the un-boxed
 batch statistics, so tracing a function with autograd updates them exactly
 once per call, like PyTorch's functional ops do.
+
+``return_stats=True`` (batch, layer, group and RMS norm) returns the output
+with the statistics it was normalized with, ``(y, mean, rstd)`` (RMS norm
+``(y, rstd)``), ``rstd = 1 / sqrt(var + eps)``, shaped as the public
+functions document: an autograd tuple, so autograd differentiates all of them.
 """
 from __future__ import annotations
 
@@ -24,6 +29,7 @@ import math
 
 import numpy as np
 import autograd.numpy as anp
+from autograd.builtins import tuple as _outputs
 from autograd.tracer import getval, isbox
 
 __all__ = [
@@ -56,6 +62,13 @@ def _affine(y, weight, bias, shape):
     if bias is not None:
         y = y + anp.reshape(_f64(bias), shape)
     return y
+
+
+def _with_stats(y, return_stats, shape, *stats):
+    """``y``, or ``(y, *stats)`` reshaped to ``shape`` (an autograd tuple) when asked for."""
+    if not return_stats:
+        return y
+    return _outputs((y,) + tuple(anp.reshape(s, shape) for s in stats))
 
 
 def _standardize(x, axes, eps):
@@ -112,7 +125,7 @@ def _as_shape(normalized_shape):
 def batch_norm(input, running_mean, running_var, weight=None, bias=None,
                training=False, momentum=0.1, eps=1e-5, *, channel_axis=1,
                momentum_convention="torch", running_var_unbiased=True,
-               num_batches_tracked=None):
+               num_batches_tracked=None, return_stats=False):
     r"""Batch normalization (Ioffe & Szegedy, ICML 2015, arXiv:1502.03167).
 
     Training (statistics of the batch, over every axis but ``channel_axis``):
@@ -142,6 +155,9 @@ def batch_norm(input, running_mean, running_var, weight=None, bias=None,
 
     Eval (``training=False``): :math:`y = (x - \hat\mu)/\sqrt{\hat\sigma^2 +
     \epsilon}\,\gamma + \beta`, differentiable in the running buffers too.
+
+    ``return_stats``: also :math:`\mu_c` and :math:`(\sigma^2_c + \epsilon)^{-1/2}`,
+    shape ``(C,)`` (eval: :math:`\hat\mu` and :math:`(\hat\sigma^2 + \epsilon)^{-1/2}`).
     """
     x = _f64(input)
     ndim = x.ndim
@@ -156,7 +172,8 @@ def batch_norm(input, running_mean, running_var, weight=None, bias=None,
         rm = anp.reshape(_f64(running_mean), bshape)
         rv = anp.reshape(_f64(running_var), bshape)
         y = (x - rm) / anp.sqrt(rv + eps)
-        return _affine(y, weight, bias, bshape)
+        return _with_stats(_affine(y, weight, bias, bshape), return_stats, (C,),
+                           rm, 1.0 / anp.sqrt(rv + eps))
 
     n = x.size // C if C else 0
     if x.size == 0:
@@ -171,7 +188,8 @@ def batch_norm(input, running_mean, running_var, weight=None, bias=None,
                     np.reshape(getval(mean), (C,)), np.reshape(getval(var), (C,)), n,
                     momentum, momentum_convention, running_var_unbiased,
                     num_batches_tracked)
-    return _affine(y, weight, bias, bshape)
+    return _with_stats(_affine(y, weight, bias, bshape), return_stats, (C,),
+                       mean, 1.0 / anp.sqrt(var + eps))
 
 
 def instance_norm(input, running_mean=None, running_var=None, weight=None,
@@ -270,7 +288,8 @@ def ghost_batch_norm(input, virtual_batch_size, running_mean=None,
 
 
 # ---------------------------------------------------------------- per-sample
-def layer_norm(input, normalized_shape, weight=None, bias=None, eps=1e-5):
+def layer_norm(input, normalized_shape, weight=None, bias=None, eps=1e-5, *,
+               return_stats=False):
     r"""Layer normalization (Ba, Kiros & Hinton 2016, arXiv:1607.06450).
 
     Over the trailing ``len(normalized_shape)`` axes :math:`A`:
@@ -281,16 +300,19 @@ def layer_norm(input, normalized_shape, weight=None, bias=None, eps=1e-5):
             \odot \gamma + \beta
 
     biased variance; ``weight`` and ``bias`` have shape ``normalized_shape``.
+    ``return_stats``: also the mean and :math:`(\mathrm{Var}_A[x] + \epsilon)^{-1/2}`,
+    the axes :math:`A` kept as size 1.
     """
     x = _f64(input)
     shape = _as_shape(normalized_shape)
     k = len(shape)
     axes = tuple(range(x.ndim - k, x.ndim))
-    y, _, _ = _standardize(x, axes, eps)
-    return _affine(y, weight, bias, shape)
+    y, mean, var = _standardize(x, axes, eps)
+    return _with_stats(_affine(y, weight, bias, shape), return_stats, mean.shape,
+                       mean, 1.0 / anp.sqrt(var + eps))
 
 
-def rms_norm(input, normalized_shape, weight=None, eps=None):
+def rms_norm(input, normalized_shape, weight=None, eps=None, *, return_stats=False):
     r"""Root-mean-square layer normalization (Zhang & Sennrich, NeurIPS 2019,
     arXiv:1910.07467).
 
@@ -302,7 +324,8 @@ def rms_norm(input, normalized_shape, weight=None, eps=None):
 
     No centering.  ``eps=None`` means ``np.finfo(dtype).eps`` of the
     *original* input dtype (as ``torch.nn.functional.rms_norm``): 2**-23 for
-    float32 input, 2**-52 for float64.
+    float32 input, 2**-52 for float64.  ``return_stats``: also
+    :math:`(\mathrm{E}_A[x^2] + \epsilon)^{-1/2}`, the axes :math:`A` kept as size 1.
     """
     if eps is None:
         raw = getval(input)
@@ -313,12 +336,14 @@ def rms_norm(input, normalized_shape, weight=None, eps=None):
     x = _f64(input)
     shape = _as_shape(normalized_shape)
     axes = tuple(range(x.ndim - len(shape), x.ndim))
-    y = x / anp.sqrt(anp.mean(x ** 2, axis=axes, keepdims=True) + eps)
-    return _affine(y, weight, None, shape)
+    ms = anp.mean(x ** 2, axis=axes, keepdims=True)
+    y = x / anp.sqrt(ms + eps)
+    return _with_stats(_affine(y, weight, None, shape), return_stats, ms.shape,
+                       1.0 / anp.sqrt(ms + eps))
 
 
 def group_norm(input, num_groups, weight=None, bias=None, eps=1e-5, *,
-               affine="channel"):
+               affine="channel", return_stats=False):
     r"""Group normalization (Wu & He, ECCV 2018, arXiv:1803.08494).
 
     Input ``(N, C, *spatial)``; channels :math:`[gC/G, (g+1)C/G)` form group
@@ -332,7 +357,8 @@ def group_norm(input, num_groups, weight=None, bias=None, eps=1e-5, *,
 
     biased variance.  ``affine="channel"``: :math:`\gamma, \beta` of shape
     ``(C,)`` (PyTorch, ONNX opset 21); ``affine="group"``: shape ``(G,)``,
-    one scale per group (ONNX GroupNormalization opset 18).
+    one scale per group (ONNX GroupNormalization opset 18).  ``return_stats``:
+    also :math:`\mu_{ng}` and :math:`(\sigma^2_{ng} + \epsilon)^{-1/2}`, shape ``(N, G)``.
     """
     x = _f64(input)
     N, C = x.shape[0], x.shape[1]
@@ -341,14 +367,14 @@ def group_norm(input, num_groups, weight=None, bias=None, eps=1e-5, *,
         raise ValueError(f"group_norm: num_groups={num_groups} must divide C={C}")
     rest = int(np.prod(x.shape[2:], dtype=np.int64)) * (C // G)
     xg = anp.reshape(x, (N, G, rest))
-    yg, _, _ = _standardize(xg, (2,), eps)
+    yg, mean, var = _standardize(xg, (2,), eps)
     if affine == "group":
-        yg = _affine(yg, weight, bias, (1, G, 1))
-        return anp.reshape(yg, x.shape)
-    if affine != "channel":
+        y = anp.reshape(_affine(yg, weight, bias, (1, G, 1)), x.shape)
+    elif affine == "channel":
+        y = _affine(anp.reshape(yg, x.shape), weight, bias, (1, C) + (1,) * (x.ndim - 2))
+    else:
         raise ValueError(f"group_norm: affine must be 'channel' or 'group', got {affine!r}")
-    y = anp.reshape(yg, x.shape)
-    return _affine(y, weight, bias, (1, C) + (1,) * (x.ndim - 2))
+    return _with_stats(y, return_stats, (N, G), mean, 1.0 / anp.sqrt(var + eps))
 
 
 def positional_norm(input, eps=1e-5):
@@ -502,7 +528,7 @@ def local_response_norm(input, size, alpha=1e-4, beta=0.75, k=1.0, *,
 
 
 # ---------------------------------------------------------------- Lp normalize
-def normalize(input, p=2.0, dim=1, eps=1e-12):
+def normalize(input, p=2.0, dim=1, eps=1e-12, *, eps_placement="norm"):
     r"""Lp normalization along ``dim`` (``torch.nn.functional.normalize``).
 
     .. math::
@@ -513,10 +539,14 @@ def normalize(input, p=2.0, dim=1, eps=1e-12):
 
     ``p`` may be any positive float or ``inf`` (``-inf``: the minimum of
     ``|x|``, as ``torch.linalg.vector_norm``).  The eps clamp is on the norm
-    (not the squared norm, as TF's ``l2_normalize`` does).
+    (not the squared norm, as TF's ``l2_normalize`` does) unless
+    ``eps_placement="squared_norm"``: :math:`x / \sqrt{\max(\lVert x\rVert_2^2, \epsilon)}`,
+    the same as clamping the norm at :math:`\sqrt\epsilon`.
     """
     x = _f64(input)
     p = float(p)
+    if eps_placement == "squared_norm":
+        eps = math.sqrt(eps)
     a = anp.abs(x)
     if p == math.inf:
         norm = anp.max(a, axis=dim, keepdims=True)

@@ -4,7 +4,8 @@
   normalizer against normref (dtype-aware ulps, forward and gradients); the
   whole conformance kit is :mod:`normref.testing.conformance`;
 * :func:`assert_close` -- numpy.testing-style (or ulp) comparison whose
-  failure report names the worst element, its errors and its ulp distance;
+  failure report names the worst element, its errors and its ulp distance
+  in the array's own dtype; :func:`ulp_distance` -- that distance;
 * :func:`gradcheck`, :func:`gradgradcheck` -- ``torch.autograd``'s checks
   (same keywords and defaults) for normref functions;
 * :func:`check_vjp`, :func:`check_jvp` -- dot-product tests in random
@@ -13,7 +14,7 @@
   eps, offsets, valid calls of every normalizer).  Imported lazily on first
   access: hypothesis is a test extra, not a dependency of normref.
 """
-from .assertions import assert_close
+from .assertions import assert_close, ulp_distance
 from .conformance import assert_conforms
 from .gradcheck import (
     DotTestResult,
@@ -26,6 +27,7 @@ from .gradcheck import (
 
 __all__ = [
     "assert_close",
+    "ulp_distance",
     "assert_conforms",
     "gradcheck",
     "gradgradcheck",

@@ -8,14 +8,16 @@ The criterion is numpy.testing's,
     \\quad\\text{for every element } i,
 
 evaluated in float64 (float16/float32 arguments are upcast exactly), or,
-with ``ulps=k``, the pure float64 criterion
+with ``ulps=k``, the criterion
 
 .. math::
 
-    \\operatorname{ulp\\_distance}(a_i, d_i) \\le k,
+    \\operatorname{ulp\\_distance}_T(a_i, d_i) \\le k,
 
-the number of representable float64 values between the two
-(:func:`normref.numerics.ulp_distance`).  A failure names what a person
+the number of representable values of the dtype :math:`T` between the two
+(:func:`ulp_distance`), where :math:`T` is ``actual``'s own float dtype
+(float16, bfloat16, float32 or float64; ``desired`` is rounded to it) unless
+``dtype=`` says otherwise: a float32 kernel is measured in float32 ulps.  A failure names what a person
 debugging a kernel needs: the shapes, how many elements fail, the worst one
 (index, both values, absolute and relative error, distance in ulps).
 """
@@ -23,14 +25,26 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..numerics import ulp_distance
+from ..numerics import float_dtype, ulp_distance
 
-__all__ = ["assert_close"]
+__all__ = ["assert_close", "ulp_distance"]
+
+
+def _ulp_dtype(actual, desired, dtype):
+    """The dtype ulps are counted in: ``dtype``, else ``actual``'s float dtype, else
+    ``desired``'s, else float64."""
+    if dtype is not None:
+        return float_dtype(dtype)
+    for v in (actual, desired):
+        dt = np.asarray(v).dtype
+        if dt.kind == "f" or dt.name == "bfloat16":
+            return dt
+    return np.dtype(np.float64)
 
 
 def _as_float64(name, value):
     arr = np.asarray(value)
-    if arr.dtype.kind == "f":
+    if arr.dtype.kind == "f" or arr.dtype.name == "bfloat16":
         return arr.astype(np.float64)
     if arr.dtype.kind in "iu":
         # integers are exact in float64 below 2**53: allowed as expected values
@@ -42,7 +56,7 @@ def _as_float64(name, value):
 
 
 def assert_close(actual, desired, *, rtol=1e-12, atol=0.0, ulps=None, equal_nan=True,
-                 err_msg=""):
+                 err_msg="", dtype=None):
     """Raise AssertionError unless ``actual`` and ``desired`` agree elementwise.
 
     Parameters
@@ -67,6 +81,11 @@ def assert_close(actual, desired, *, rtol=1e-12, atol=0.0, ulps=None, equal_nan=
         False any NaN is a mismatch.  Infinities must match exactly (sign too).
     err_msg : str
         Prepended to the failure report.
+    dtype : optional
+        The dtype whose ulps are counted (``ulps`` criterion and the report):
+        default ``actual``'s own float dtype (float16, bfloat16, float32,
+        float64), so an error of 3e-3 in a float32 array is reported as about
+        25,000 float32 ulps, not 1.4e13 float64 ones.
 
     Raises
     ------
@@ -78,6 +97,7 @@ def assert_close(actual, desired, *, rtol=1e-12, atol=0.0, ulps=None, equal_nan=
     """
     a = _as_float64("actual", actual)
     d = _as_float64("desired", desired)
+    udt = _ulp_dtype(actual, desired, dtype)
     head = (err_msg + "\n") if err_msg else ""
     if d.ndim == 0 and a.ndim > 0:
         d = np.broadcast_to(d, a.shape)
@@ -94,7 +114,7 @@ def assert_close(actual, desired, *, rtol=1e-12, atol=0.0, ulps=None, equal_nan=
     nan_a, nan_d = np.isnan(a), np.isnan(d)
     with np.errstate(invalid="ignore", over="ignore"):
         absdiff = np.abs(a - d)
-        dist = ulp_distance(a, d)
+        dist = ulp_distance(a, d, dtype=udt)
         if ulps is not None:
             ok = dist <= ulps
         else:
@@ -130,7 +150,7 @@ def assert_close(actual, desired, *, rtol=1e-12, atol=0.0, ulps=None, equal_nan=
     rel = err / abs(dv) if dv != 0 else float("inf") if err else 0.0
     du = float(dist[idx])
     criterion = (
-        f"ulp_distance <= {ulps:g}" if ulps is not None
+        f"ulp_distance <= {ulps:g} ({udt.name} ulps)" if ulps is not None
         else f"|actual - desired| <= atol + rtol*|desired| (rtol={rtol:g}, atol={atol:g})"
     )
     lines = [
@@ -142,10 +162,10 @@ def assert_close(actual, desired, *, rtol=1e-12, atol=0.0, ulps=None, equal_nan=
         f"    desired:  {dv!r}",
         f"    abs err:  {err:.6g}",
         f"    rel err:  {rel:.6g}",
-        f"    ulps:     {du:.6g}",
+        f"    ulps:     {du:.6g} ({udt.name})",
     ]
     finite = np.isfinite(absdiff)
     if finite.any():
         lines.append(f"  max abs err over all elements: {float(absdiff[finite].max()):.6g}")
-    lines.append(f"  max ulps over all elements: {float(dist.max()):.6g}")
+    lines.append(f"  max {udt.name} ulps over all elements: {float(dist.max()):.6g}")
     raise AssertionError("\n".join(lines))

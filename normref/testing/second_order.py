@@ -61,19 +61,20 @@ of the terms a Hessian entry sums: the Gauss-Newton part
 :math:`(|H| + |J|^\top|J|)\,|v|` (the rule of
 :func:`normref.tolerance.rounding_scale`).  Every row also reports the worst
 element relative to the largest entry of the expected matrix.  Documented
-framework failures are the ``"second_order"`` entries of
-``known_discrepancies.json`` (:func:`load_second_order_known`).
+framework failures are the entries of ``normref/testing/known/second_order.json``
+(:func:`load_second_order_known`; the format is :mod:`normref.testing.conformance.known`'s,
+with a ``framework`` per entry, a case pattern on :attr:`Network.label` and a
+check pattern on the method name).
 """
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
 
 import numpy as np
 
 from ..tolerance import DERIVATIVE_ULPS, EPS, conditioning
-from .conformance.known import KNOWN_DISCREPANCIES_FILE, _KD_KEYS, match_known
+from .conformance.known import load_second_order_discrepancies, match_known
 
 __all__ = ["NORMALIZERS", "Network", "network", "oracle_hessian", "oracle_hvp", "exact_gradient",
            "fd_hessian", "Row", "judge_matrix", "torch_candidates", "jax_candidates",
@@ -482,16 +483,11 @@ def jax_candidates():
 
 # ------------------------------------------------------------------ report
 def load_second_order_known(path=None):
-    """The ``"second_order"`` entries of known_discrepancies.json (same keys as the
-    first-order ones; ``case`` matches :attr:`Network.label`, ``check`` the method)."""
-    path = KNOWN_DISCREPANCIES_FILE if path is None else path
-    with open(path, encoding="utf-8") as fh:
-        entries = json.load(fh).get("second_order", [])
-    for i, e in enumerate(entries):
-        missing = [k for k in _KD_KEYS if k not in e]
-        if missing or not e["reason"]:
-            raise ValueError(f"{path}: second_order entry {i} lacks {missing or ['reason']}")
-    return entries
+    """The validated entries of ``normref/testing/known/second_order.json`` (or ``path``):
+    the first-order keys plus ``framework`` per entry; ``cases`` match
+    :attr:`Network.label`, ``checks`` the method, ``dtypes`` is ``["float64"]``
+    (:func:`normref.testing.conformance.known.load_second_order_discrepancies`)."""
+    return load_second_order_discrepancies(path)
 
 
 def _candidates(framework):

@@ -51,7 +51,7 @@ get), so on data with a large offset relative to its spread the forward loses
 about ``(max|x| / sigma)^2`` times the target dtype's epsilon in the variance:
 Flax #1491 (negative variance, NaN), JAX #30426 (NaN when the variance is below
 epsilon), JAX #37281 (fast variance, eager vs jit).  Those failures are listed in
-``known_discrepancies.json``, not configured away.
+``normref/testing/known/jax.json``, not configured away.
 
 Float64: JAX computes in float32 unless ``jax_enable_x64`` is set.  Creating a
 :class:`JaxAdapter` calls ``jax.config.update("jax_enable_x64", True)``, which

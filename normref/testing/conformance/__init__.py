@@ -16,8 +16,10 @@ Modules
 * :mod:`.judge` -- :func:`expected_outputs` and :func:`judge`: dtype-aware
   judgement (below), with the tolerance and conditioning of
   :mod:`normref.tolerance` (shared with ``python -m normref check``);
-* :mod:`.known` -- the known discrepancies file (``known_discrepancies.json``
-  in :mod:`normref.testing`);
+* :mod:`.known` -- the known discrepancies, one file per target in
+  ``normref/testing/known/`` (:func:`load_known_discrepancies`; the format and
+  :func:`~.known.audit_known`, which lists stale and overlapping entries, are
+  documented there);
 * :mod:`.runner` -- :func:`run_conformance`: runs an adapter
   (:mod:`normref.testing.adapters`) over the catalogue and classifies each
   check as pass / fail / xfail / xpass / skip / error;
@@ -57,8 +59,10 @@ infinities.  The check passes when
     \max_i u_i \le b \cdot \kappa, \qquad
     b = 16 \text{ (forward, state)},\ 64 \text{ (backward)},
 
-where :math:`\kappa` is the conditioning of the case
-(:func:`case_conditioning`, :func:`normref.tolerance.conditioning`): for
+where :math:`\kappa` is the conditioning of the element's statistics group
+(below; :func:`element_cond`) or, for normalizers without per-group
+statistics, of the case (:func:`case_conditioning`,
+:func:`normref.tolerance.conditioning`): for
 normalizers that subtract a mean and do not whiten (shift-sensitive,
 ``spec.centres and not spec.whitening``: batch, instance, layer, group,
 positional, batch-group, ghost batch and mean-variance normalization) it is
@@ -70,8 +74,41 @@ constant group) -- the factor by which any algorithm working in :math:`T`
 and :math:`\kappa = 1` for the others (RMS, Lp, weight norm, LRN), whose
 condition number is :math:`O(1)`.  Subnormal inputs multiply
 :math:`\kappa` by :math:`\text{tiny}_T / \operatorname{rms}(x)`.  The
-conditioning is one number per case (its worst group), so a badly
-conditioned group loosens the whole case.
+case's number is its worst group's; the judge uses it only where the
+normalizer has no per-group statistics (composites, fixed running
+statistics).
+
+Element-level conditioning
+--------------------------
+For a standardization with batch statistics each element :math:`i` is
+judged at its own group's
+
+.. math::
+
+    \kappa_g = 1 + \frac{\max_{j \in g} |x_j|}{d_g}, \qquad
+    d_g = \sqrt{\sigma_g^2 + \epsilon}\ (\text{or } \sigma_g + \epsilon),
+
+(:func:`normref.tolerance.element_conditioning`), so a well-conditioned row is
+judged tightly even when another row of the case sits at offset 1e4 or is
+constant.  A gradient element :math:`k` inherits the conditioning of the
+output elements its VJP sums, weighted by the size of their terms,
+:math:`\kappa_k = \sum_i |J_{ik}||\delta y_i|\kappa_i / \sum_i |J_{ik}||\delta y_i|`
+(:func:`vjp_scale`): a layer norm's weight gradient sums every row, and one
+ill-conditioned row loosens it by its share.  A constant group keeps
+:math:`\kappa_g = 1 + |x|/\sqrt\epsilon`: real implementations round the
+mean of identical values (PyTorch's float32 instance norm is 234 ulps off
+on the catalogue's constant group, within that bound, beyond a bound of 1).
+
+The dtype's limit
+-----------------
+Where the tolerance accepts an error as large as the value itself,
+:math:`b\,\kappa_i\,\operatorname{spacing}_T(s_i) \ge s_i` (float32 at
+offset 1e8: :math:`\kappa \approx 10^8`), no algorithm working in
+:math:`T` can be judged for accuracy: such elements are judged for
+robustness only (finite where normref is finite, NaN and Inf where it has
+them) and counted in :attr:`Verdict.limited`.  A check made only of them has
+the status ``limit`` (never ``pass``), so an all-zeros answer there is
+reported as unmeasurable, not accepted.
 
 Backward checks use a larger scale where the gradient cancels: element
 :math:`i` is judged at :math:`\max(|e_i|, s, t_i)` with
@@ -89,10 +126,11 @@ from .asserting import assert_conforms
 from .build import (ADVERSARIAL, ADVERSARIAL_SEEDS, RANDOM_SEEDS, ROWS_NOT_CASES, Adversarial,
                     case_from_id, catalogue, catalogued, variants)  # noqa: F401
 from .cases import ConformCase, bound_arguments
-from .judge import (TOLERANCE_BASE, Verdict, case_conditioning, expected_outputs, judge,
-                    vjp_scale)
-from .known import KNOWN_DISCREPANCIES_FILE, load_known_discrepancies  # noqa: F401
-from .report import STATUSES, format_table, results_json  # noqa: F401
+from .judge import (TOLERANCE_BASE, Verdict, case_conditioning, element_cond, expected_outputs,
+                    judge, vjp_scale)
+from .known import (KNOWN_DISCREPANCIES_DIR, KNOWN_DISCREPANCIES_FILE, audit_known,  # noqa: F401
+                    load_known_discrepancies, match_known)
+from .report import STATUSES, accuracy_rows, format_accuracy, format_table, results_json  # noqa: F401
 from .rounding import as_dtype, representable as _representable, round_to  # noqa: F401
 from .runner import Result, run_conformance, signature_name as _signature_name  # noqa: F401
 
@@ -110,11 +148,13 @@ __all__ = [
     "round_to",
     "as_dtype",
     "case_conditioning",
+    "element_cond",
     "vjp_scale",
     "expected_outputs",
     "judge",
     "run_conformance",
     "load_known_discrepancies",
+    "audit_known",
     "format_table",
     "results_json",
     "assert_conforms",

@@ -4,7 +4,8 @@ Every registered normalizer whose Spec carries a ``catalogue``
 (:class:`normref.catalogue.Catalogue`, declared in the normalizer's own
 module) has cases.  Its variants are
 
-* the random ones, ``catalogue.variants`` (``RANDOM_SEEDS`` seeds each);
+* the random ones, ``catalogue.variants`` (``RANDOM_SEEDS`` seeds each;
+  ``catalogue(seeds=N)`` gives every variant, random or adversarial, N seeds);
 * the shared adversarial ones of :data:`ADVERSARIAL` (``ADVERSARIAL_SEEDS``
   seed), each a row of the adversarial table applied to a case drawn by the
   normalizer's base: those whose trait requirement the Spec meets, minus
@@ -256,13 +257,21 @@ def case_from_id(case_id: str) -> ConformCase:
     return _build(spec, variant, seed)
 
 
-def catalogue(names=None) -> list:
+def catalogue(names=None, seeds=None) -> list:
     """Every case of the named normalizers (all with a catalogue by default).
 
-    Random variants come with seeds ``s0 .. s{RANDOM_SEEDS-1}``, adversarial
-    ones with ``s0``; ids are sorted by normalizer, in the order of
-    :func:`variants`.
+    By default random variants come with seeds ``s0 .. s{RANDOM_SEEDS-1}``,
+    adversarial ones with ``s0``.  ``seeds=N`` (a positive integer) gives
+    *every* variant, random and adversarial, the seeds ``s0 .. s{N-1}``: the
+    catalogue of :math:`V` variants becomes :math:`N V` cases (the sweeps of
+    ``conform --seeds N``), each id still rebuilt bit for bit by
+    :func:`case_from_id`.  Cases are ordered by normalizer (in the order
+    given), then variant (the order of :func:`variants`), then seed.
     """
+    if seeds is not None and (isinstance(seeds, (bool, np.bool_))
+                              or not isinstance(seeds, (int, np.integer)) or seeds < 1):
+        raise ValueError(f"seeds must be a positive integer (seeds s0 .. s{{N-1}} per variant) "
+                         f"or None (the catalogue's own), got {seeds!r}")
     if names is None:
         names = catalogued()
     elif isinstance(names, str):
@@ -271,6 +280,6 @@ def catalogue(names=None) -> list:
     for n in names:
         spec = _spec(n)
         for v, (_, nseeds, _, _) in _plan(spec).items():
-            for s in range(nseeds):
+            for s in range(nseeds if seeds is None else int(seeds)):
                 out.append(_build(spec, v, s))
     return out

@@ -5,17 +5,20 @@ import math
 
 from .judge import check_kind
 
-__all__ = ["STATUSES", "format_table", "results_json"]
+__all__ = ["STATUSES", "format_table", "results_json", "accuracy_rows", "format_accuracy"]
 
-STATUSES = ("pass", "fail", "xfail", "xpass", "skip", "error")
+#: ``limit``: the dtype cannot represent the case's data for any algorithm; the
+#: check was judged for robustness (NaN / Inf positions) only, not accuracy
+STATUSES = ("pass", "fail", "xfail", "xpass", "limit", "skip", "error")
 
 
 def format_table(results) -> str:
     """Framework x normalizer x check (forward / backward / state) x dtype.
 
     Columns: number of cases, the worst error in ulps with its tolerance
-    (the check with the largest error / tolerance ratio), and how many
-    checks had each status.
+    (the check with the largest error / tolerance ratio among the passing and
+    unexpectedly failing ones: expected failures are excluded, "-" when none
+    is left), and how many checks had each status.
     """
     groups = {}
     for r in results:
@@ -24,7 +27,7 @@ def format_table(results) -> str:
         g["cases"].add(r.case_id)
         g[r.status] += 1
         v = r.verdict
-        if v is not None and r.status in ("pass", "fail", "xfail", "xpass"):
+        if v is not None and r.status in ("pass", "fail", "xpass"):
             ratio = v.worst_ulps / v.tolerance_ulps if v.tolerance_ulps > 0 else math.inf
             if g["worst"] is None or ratio > g["worst"][0]:
                 g["worst"] = (ratio, v.worst_ulps, v.tolerance_ulps)
@@ -54,6 +57,63 @@ def format_table(results) -> str:
     return "\n".join(out)
 
 
+def accuracy_rows(results) -> list:
+    """Each target's accuracy in ulps of its dtype, per normalizer and dtype.
+
+    Over the checks that were judged for accuracy and are not expected
+    failures (status pass, fail or xpass): the median and the worst of each
+    check's largest error (:attr:`Verdict.max_ulps`).  Rows
+    ``(framework, normalizer, dtype, checks, median, worst)``, sorted.
+    """
+    groups = {}
+    for r in results:
+        v = r.verdict
+        if v is None or r.status not in ("pass", "fail", "xpass") or not math.isfinite(v.max_ulps):
+            if v is not None and r.status in ("pass", "fail", "xpass") and v.max_ulps == math.inf:
+                groups.setdefault((r.framework, r.normalizer, r.dtype), []).append(math.inf)
+            continue
+        groups.setdefault((r.framework, r.normalizer, r.dtype), []).append(float(v.max_ulps))
+    rows = []
+    for key in sorted(groups):
+        vals = sorted(groups[key])
+        n = len(vals)
+        med = vals[n // 2] if n % 2 else 0.5 * (vals[n // 2 - 1] + vals[n // 2])
+        rows.append(key + (n, med, vals[-1]))
+    return rows
+
+
+def format_accuracy(results) -> str:
+    """The accuracy table (:func:`accuracy_rows`) and, per dtype, the targets ranked
+    by the median over their normalizers of the median error (ties: worst error)."""
+    rows = accuracy_rows(results)
+    if not rows:
+        return "accuracy: no check judged for accuracy"
+    heads = ("framework", "normalizer", "dtype", "checks", "median ulps", "worst ulps")
+    cells = [(f, n, d, str(c), f"{m:.3g}", f"{w:.3g}") for f, n, d, c, m, w in rows]
+    widths = [max([len(h)] + [len(r[i]) for r in cells]) for i, h in enumerate(heads)]
+
+    def line(cs):
+        return "  ".join(c.rjust(w) if i >= 3 else c.ljust(w) for i, (c, w) in enumerate(zip(cs, widths)))
+
+    out = ["accuracy in ulps of each dtype (expected failures excluded)", line(heads),
+           "-" * len(line(heads))] + [line(c) for c in cells]
+    by = {}
+    for f, n, d, c, m, w in rows:
+        by.setdefault(d, {}).setdefault(f, []).append((m, w))
+    for d in sorted(by):
+        ranked = []
+        for f, vals in by[d].items():
+            meds = sorted(m for m, _ in vals)
+            k = len(meds)
+            med = meds[k // 2] if k % 2 else 0.5 * (meds[k // 2 - 1] + meds[k // 2])
+            ranked.append((med, max(w for _, w in vals), f, k))
+        ranked.sort()
+        out.append(f"ranking [{d}]: " + ", ".join(
+            f"{i + 1}. {f} (median {m:.3g}, worst {w:.3g} ulps, {k} normalizers)"
+            for i, (m, w, f, k) in enumerate(ranked)))
+    return "\n".join(out)
+
+
 def _jsonable(x):
     if isinstance(x, float) and not math.isfinite(x):
         return repr(x)
@@ -72,7 +132,8 @@ def results_json(results) -> list:
                 "worst_ulps": _jsonable(v.worst_ulps), "tolerance_ulps": _jsonable(v.tolerance_ulps),
                 "index": list(v.index) if v.index is not None else None,
                 "expected": _jsonable(v.expected), "actual": _jsonable(v.actual),
-                "passed": v.passed,
+                "passed": v.passed, "max_ulps": _jsonable(v.max_ulps),
+                "judged": v.judged, "limited": v.limited,
             })
         out.append(d)
     return out

@@ -23,7 +23,7 @@ class Result:
     check: str
     dtype: str
     verdict: Verdict | None
-    status: str  # pass | fail | xfail | xpass | skip | error
+    status: str  # pass | fail | xfail | xpass | limit | skip | error
     reason: str = ""
 
 
@@ -68,7 +68,11 @@ def run_conformance(adapter, cases=None, dtypes=None, progress=True, known=None)
     per check (forward, each backward slot the adapter returns, each state
     slot).  An adapter exception is an ``error`` result (``skip`` for
     :class:`~normref.testing.adapters.Unsupported`); a check matching a known
-    discrepancy is ``xfail`` when it fails and ``xpass`` when it passes.
+    discrepancy is ``xfail`` when it fails and ``xpass`` when it passes; a check
+    whose every element is beyond what the dtype can represent for any
+    algorithm (:attr:`Verdict.at_limit`: float32 at offset 1e8) and that is
+    finite where normref is finite is ``limit``: judged for robustness, not
+    accuracy, and never counted as a pass.
     ``progress``: a text bar on stderr (when stderr is a terminal, or
     ``progress="always"``).
     """
@@ -84,6 +88,10 @@ def run_conformance(adapter, cases=None, dtypes=None, progress=True, known=None)
     results = []
 
     def classify(case_id, name, check, dtype, verdict, failed, reason=""):
+        if verdict is not None and not failed and verdict.at_limit:
+            # the dtype cannot represent the data for any algorithm: robustness only
+            results.append(Result(case_id, fw, name, check, dtype, verdict, "limit", reason))
+            return
         entry = match_known(known, fw, name, case_id, dtype, check)
         if failed:
             status = "xfail" if entry else "fail"

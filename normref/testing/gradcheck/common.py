@@ -47,7 +47,12 @@ def _func_name(func):
 
 
 def _evaluate(func, args, **kwargs):
-    return np.asarray(func(*_copy_args(args), **kwargs), dtype=np.float64)
+    """``func(*args, **kwargs)`` as float64; a call with several outputs (a tuple) as
+    one vector, the outputs raveled and concatenated in order."""
+    from ...registry import flatten_outputs
+
+    out = func(*_copy_args(args), **kwargs)
+    return flatten_outputs(out) if isinstance(out, tuple) else np.asarray(out, dtype=np.float64)
 
 
 def _slots(func, args, **kwargs):

@@ -71,6 +71,7 @@ def _spread(x):
 def _dot_test(subject, func, args, kwargs, *, rng, n_directions, step, rtol, atol,
               adjoint_rtol, raise_exception):
     from ...autodiff import jvp, vjp
+    from ...registry import flatten_outputs, split_outputs
 
     if rng is None:
         rng = np.random.default_rng(SEED)
@@ -79,9 +80,16 @@ def _dot_test(subject, func, args, kwargs, *, rng, n_directions, step, rtol, ato
     name = _func_name(func)
     args = tuple(args)
     y, pullback = vjp(func, *_copy_args(args), **kwargs)
-    y = np.asarray(y, dtype=np.float64)
+    # a call with several outputs: v, J u and the differences live on the outputs
+    # raveled and concatenated; the pullback takes them cut back into a tuple
+    shapes = [np.shape(o) for o in y] if isinstance(y, tuple) else None
+
+    def pack(flat):
+        return flat if shapes is None else split_outputs(flat, shapes)
+
+    y = np.asarray(y, dtype=np.float64) if shapes is None else flatten_outputs(y)
     # which slots are differentiable: ask the pullback once
-    probe = pullback(np.zeros(y.shape))
+    probe = pullback(pack(np.zeros(y.shape)))
     diff = [i for i, g in enumerate(probe) if g is not None]
     if not diff:
         raise ValueError(f"{name}: no differentiable positional argument in this call")
@@ -103,7 +111,7 @@ def _dot_test(subject, func, args, kwargs, *, rng, n_directions, step, rtol, ato
         v = rng.standard_normal(y.shape)
         vnorm = float(np.linalg.norm(v))
         _, pb = vjp(func, *_copy_args(args), **kwargs)
-        g = pb(v)
+        g = pb(pack(v))
         gnorm = float(np.sqrt(sum(np.vdot(g[i], g[i]) for i in diff)))
         norm0 = float(np.sqrt(sum(np.vdot(t, t) for t in dirs0)))
         rungs = []
@@ -125,7 +133,7 @@ def _dot_test(subject, func, args, kwargs, *, rng, n_directions, step, rtol, ato
             for i, t in zip(diff, dirs):
                 tans[i] = t
             _, ty = jvp(func, _copy_args(args), tuple(tans), **kwargs)
-            ty = np.asarray(ty, dtype=np.float64)
+            ty = np.asarray(ty, dtype=np.float64) if shapes is None else flatten_outputs(ty)
             unorm = float(np.sqrt(sum(np.vdot(t, t) for t in dirs)))
             rungs.append({
                 "h": h,

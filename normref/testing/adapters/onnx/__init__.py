@@ -78,7 +78,7 @@ function body contains a float32 constant and cannot be instantiated for
 double) raises :class:`Unsupported` (the run records ``skip``); the verdict
 is found by trying once per (op, opset, dtype) and cached.  Every other
 failure of the runtime (an exception, NaN, a wrong value) is reported, never
-hidden: the known ones are listed in ``known_discrepancies.json``.
+hidden: the known ones are listed in ``normref/testing/known/<target>.json``.
 
 Modules: :mod:`~normref.testing.adapters.onnx.cases` (operators, constants,
 case helpers), :mod:`~normref.testing.adapters.onnx.prepare` (conventions per
