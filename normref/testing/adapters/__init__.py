@@ -153,6 +153,25 @@ class Adapter(abc.ABC):
         return f"<{type(self).__name__} framework={self.framework!r} dtypes={self.dtypes}>"
 
 
+def slot_of(case):
+    """``{parameter name: positional index}`` for the arguments a case gives positionally
+    (shared by the adapters: an argument is rewritten where the case put it)."""
+    from ...registry import REGISTRY
+
+    sig = REGISTRY[case.name].signature
+    return {sig[i]: i for i in range(min(len(case.args), len(sig)))}
+
+
+def diff_slots(case):
+    """The positional slots normref differentiates in this call (its VJP layout),
+    which an adapter's autodiff must return gradients for."""
+    from ... import autodiff
+    from ...registry import REGISTRY
+
+    _, _, slots = autodiff.bind(REGISTRY[case.name].function, *case.fresh_args(), **case.kwargs)
+    return [i for i, s in enumerate(slots) if s is not None]
+
+
 def _entry_points():
     """``{name: EntryPoint}`` of the :data:`ENTRY_POINT_GROUP` group (built-in names excluded)."""
     from importlib.metadata import entry_points

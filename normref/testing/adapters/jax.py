@@ -67,11 +67,11 @@ positional slots of the normref call.
 from __future__ import annotations
 
 import dataclasses
-import inspect
 
 import numpy as np
 
-from . import Adapter, Outputs, Unsupported
+from ..conformance.cases import bound_arguments
+from . import Adapter, Outputs, Unsupported, diff_slots, slot_of
 
 __all__ = ["JaxAdapter"]
 
@@ -90,27 +90,11 @@ def _spec(name):
 
 def _bound(case):
     """``{parameter name: value}`` of the normref call, defaults applied."""
-    spec = _spec(case.name)
-    sig = inspect.signature(spec.function)
-    ba = sig.bind(*case.args, **case.kwargs)
-    ba.apply_defaults()
-    return dict(ba.arguments)
+    return bound_arguments(case)
 
+_slot_of = slot_of
 
-def _slot_of(case):
-    """``{parameter name: positional index}`` for the arguments given positionally."""
-    params = _spec(case.name).signature
-    return {params[i]: i for i in range(len(case.args))}
-
-
-def _diff_slots(case):
-    """Positional slots normref differentiates for this call (its VJP layout)."""
-    from ... import autodiff
-
-    spec = _spec(case.name)
-    _, _, slots = autodiff.bind(spec.function, *case.fresh_args(), **case.kwargs)
-    return [i for i, s in enumerate(slots) if s is not None]
-
+_diff_slots = diff_slots
 
 def _axes_of(normalized_shape, ndim):
     k = 1 if isinstance(normalized_shape, (int, np.integer)) else len(tuple(normalized_shape))

@@ -119,7 +119,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from . import Adapter, Outputs, Unsupported
+from . import Adapter, Outputs, Unsupported, diff_slots, slot_of
 
 __all__ = ["KerasAdapter", "KerasTensorFlowAdapter", "KerasJaxAdapter", "KerasTorchAdapter",
            "KerasNumpyAdapter", "KerasWorkerError", "KERAS_RMS_EPS", "KERAS_UNIT_EPS",
@@ -155,20 +155,12 @@ def _bound(case):
     return bound_arguments(case)
 
 
-def _slot_of(case):
-    """``{parameter name: positional index}`` for the arguments given positionally."""
-    sig = _spec(case.name).signature
-    return {sig[i]: i for i in range(len(case.args))}
-
+_slot_of = slot_of
 
 def _diff_names(case):
     """The parameters normref differentiates in this call (its VJP slots), by name."""
-    from ... import autodiff
-
-    spec = _spec(case.name)
-    _, _, slots = autodiff.bind(spec.function, *case.fresh_args(), **case.kwargs)
-    return [spec.signature[i] for i, s in enumerate(slots) if s is not None]
-
+    sig = _spec(case.name).signature
+    return [sig[i] for i in diff_slots(case)]
 
 def _replace_arg(case, args, kw, name, value):
     """Set parameter ``name`` of the call, positionally if it was given so."""

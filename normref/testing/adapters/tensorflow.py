@@ -110,7 +110,7 @@ import os
 
 import numpy as np
 
-from . import Adapter, Outputs, Unsupported
+from . import Adapter, Outputs, Unsupported, diff_slots, slot_of
 from ..conformance.cases import bound_arguments
 
 __all__ = ["TensorflowAdapter"]
@@ -154,19 +154,9 @@ def _spec(name):
     return REGISTRY[name]
 
 
-def _slot_of(case):
-    """``{parameter name: positional index}`` for the arguments given positionally."""
-    params = _spec(case.name).signature
-    return {params[i]: i for i in range(len(case.args))}
+_slot_of = slot_of
 
-
-def _diff_slots(case):
-    """Positional slots normref differentiates for this call (its VJP layout)."""
-    from ... import autodiff
-
-    _, _, slots = autodiff.bind(_spec(case.name).function, *case.fresh_args(), **case.kwargs)
-    return [i for i, s in enumerate(slots) if s is not None]
-
+_diff_slots = diff_slots
 
 def _set(case, args, kw, name, value):
     """Set parameter ``name`` of the call, positionally if it was given so."""
