@@ -210,7 +210,7 @@ def test_json_unwritable_exits_2_before_running(capsys, tmp_path, request, comma
 def test_json_writability_check_leaves_no_file(capsys, tmp_path, monkeypatch):
     seen = []
 
-    def run(names=None, seed=0):
+    def run(names=None, seed=0, **options):  # (seeds=, map_units=: the --seeds / --dask hooks)
         seen.append(sorted(os.listdir(tmp_path)))
         return []
 
