@@ -2,7 +2,8 @@
 
 For batch_norm (training), layer_norm, group_norm and rms_norm, on inputs
 ``offset + N(0, 1)`` with offsets 0, 1e4, 1e8, 1e12 (fixed seeds), eps=1e-5,
-no weight/bias (plus one row per op with weight and bias), print the maximum
+no weight/bias (plus one row per op with weight and bias), on small groups
+and on realistic ones (``--small``: the small rows only), print the maximum
 error over all outputs, in float64 ulps of each exact output, of
 
 * normref (the numba fast path),
@@ -13,6 +14,11 @@ error over all outputs, in float64 ulps of each exact output, of
 The error of each output is measured against the spacing of float64 numbers
 at *that output's* exact value, so a near-zero output at offset 1e12 must be
 accurate relative to itself, not to the data: the demanding measure.
+
+Realistic groups (:data:`LARGE_SHAPES`, every offset, with and without
+weight and bias): batch_norm channels and group_norm groups of 6272 values,
+layer_norm and rms_norm rows of 768 and 4096.  For normref the table also
+names the worst element: its exact value and where it sits.
 
 Target: normref within 4 ulps everywhere.  Exit status 0 regardless, unless
 ``--strict`` (then 1 on a miss or if normref is unavailable).
@@ -44,6 +50,14 @@ SHAPES = {
     "layer_norm": (4, 256),       # normalized_shape (256,)
     "group_norm": (2, 8, 4, 4),   # 4 groups of 2 channels: 32 values each
     "rms_norm": (4, 256),         # normalized_shape (256,)
+}
+#: realistic group sizes: BN channels of 8 x 28 x 28 = 6272 values, GN groups of
+#: 8 channels x 784 = 6272, LN / RMS rows of 768 (BERT-base) and 4096 (7B-class LLMs)
+LARGE_SHAPES = {
+    "batch_norm": ((8, 4, 28, 28),),
+    "layer_norm": ((16, 768), (8, 4096)),
+    "group_norm": ((2, 32, 28, 28),),
+    "rms_norm": ((16, 768), (8, 4096)),
 }
 NUM_GROUPS = 4
 COLUMNS = ("normref", "torch", "numpy two-pass", "numpy one-pass")
@@ -217,11 +231,24 @@ def max_ulps(exact, approx):
     return float(np.max(_mpref.ulp_error(exact, approx)))
 
 
+def worst_element(exact, approx):
+    """``(flat index, exact value as float64, ulps)`` of the largest error."""
+    err = _mpref.ulp_error(exact, approx)
+    i = int(np.argmax(err))
+    return i, float(_mpref.to_float64(exact.reshape(-1)[i:i + 1])[0]), float(err.reshape(-1)[i])
+
+
 def measure(case, normref=None, torch=None, eps=EPS):
-    """Return ``{column: max ulps or None}`` for one case (None = not measured)."""
+    """Return ``{column: max ulps or None}`` for one case (None = not measured);
+    ``row["worst"]`` is normref's :func:`worst_element` (None without normref)."""
     exact = reference(case, eps)
-    row = {}
-    row["normref"] = None if normref is None else max_ulps(exact, run_normref(normref, case, eps))
+    row = {"worst": None}
+    if normref is None:
+        row["normref"] = None
+    else:
+        got = run_normref(normref, case, eps)
+        row["normref"] = max_ulps(exact, got)
+        row["worst"] = worst_element(exact, got)
     row["torch"] = None if torch is None else max_ulps(exact, run_torch(torch, case, eps))
     row["numpy two-pass"] = max_ulps(exact, run_numpy_two_pass(case, eps))
     one = run_numpy_one_pass(case, eps)
@@ -243,13 +270,37 @@ def fmt_ulps(v):
     return f"{v:.2e}"
 
 
-def rows_for(ops):
+def rows_for(ops, large=True):
+    """``(op, offset, affine, shape)`` of every row: the small rows of each op, then
+    (``large``) each realistic shape at every offset with and without affine."""
     out = []
     for op in ops:
         for off in OFFSETS:
-            out.append((op, off, False))
-        out.append((op, AFFINE_OFFSET, True))
+            out.append((op, off, False, SHAPES[op]))
+        out.append((op, AFFINE_OFFSET, True, SHAPES[op]))
+    if large:
+        for op in ops:
+            for shape in LARGE_SHAPES[op]:
+                for affine in (False, True):
+                    for off in OFFSETS:
+                        out.append((op, off, affine, shape))
     return out
+
+
+def group_size(op, shape):
+    if op == "batch_norm":
+        return int(np.prod(shape)) // shape[1]
+    if op == "group_norm":
+        return int(np.prod(shape[1:])) // NUM_GROUPS
+    return shape[-1]
+
+
+def describe_worst(op, shape, worst):
+    """'y=-1.2e-06 @ (3, 1, 5, 7)': the exact value and position of the worst output."""
+    if worst is None:
+        return "n/a"
+    i, value, _ = worst
+    return f"y={value:.1e} @ {tuple(int(k) for k in np.unravel_index(i, shape))}"
 
 
 def main(argv=None):
@@ -258,6 +309,8 @@ def main(argv=None):
                     help="exit 1 if normref misses the target (or is unavailable)")
     ap.add_argument("--ops", default=",".join(OPS),
                     help=f"comma-separated subset of {','.join(OPS)}")
+    ap.add_argument("--small", action="store_true",
+                    help="the small rows only (no realistic group sizes)")
     args = ap.parse_args(argv)
     ops = [o.strip() for o in args.ops.split(",") if o.strip()]
     for o in ops:
@@ -280,18 +333,28 @@ def main(argv=None):
         print(f"torch {torch.__version__}, float64, torch.nn.functional")
     print()
 
-    header = f"{'op':<12} {'offset':>7} {'w,b':>4} | " + " | ".join(f"{c:>14}" for c in COLUMNS)
+    header = (f"{'op':<12} {'shape':<16} {'n':>5} {'offset':>7} {'w,b':>4} | "
+              + " | ".join(f"{c:>14}" for c in COLUMNS) + " | normref worst element")
     print(header)
     print("-" * len(header))
     misses = []
-    for op, off, affine in rows_for(ops):
-        case = make_case(op, off, affine)
+    small = True
+    for op, off, affine, shape in rows_for(ops, large=not args.small):
+        if small and shape != SHAPES[op]:
+            small = False
+            print("-- realistic group sizes " + "-" * (len(header) - 25))
+        seed = None if shape == SHAPES[op] else [OPS.index(op), OFFSETS.index(off), int(affine),
+                                                 int(np.prod(shape))]
+        case = make_case(op, off, affine, shape=shape, seed=seed)
         row = measure(case, normref, torch)
         cells = " | ".join(f"{fmt_ulps(row[c]):>14}" for c in COLUMNS)
-        print(f"{op:<12} {off:>7.0e} {'yes' if affine else '':>4} | {cells}")
+        print(f"{op:<12} {str(shape):<16} {group_size(op, shape):>5} {off:>7.0e} "
+              f"{'yes' if affine else '':>4} | {cells} | {describe_worst(op, shape, row['worst'])}")
+        sys.stdout.flush()
         v = row["normref"]
         if v is not None and not (v <= TARGET_ULPS):
-            misses.append(f"{op} offset {off:.0e}{' w,b' if affine else ''}: {fmt_ulps(v)} ulps")
+            misses.append(f"{op} {shape} offset {off:.0e}{' w,b' if affine else ''}: "
+                          f"{fmt_ulps(v)} ulps")
     print()
     print("rms_norm subtracts no mean, so it has no one-pass/two-pass distinction "
           "(numpy one-pass: n/a).")

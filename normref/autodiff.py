@@ -160,7 +160,7 @@ def _apply_vjp(plan, dy):
     """``{name: gradient}`` for cotangent ``dy`` (a tuple for several outputs), banded by
     magnitude, checked finite."""
     if plan.output_names is None:
-        grads = apply_banded(plan.vjp, [dy])
+        grads = plan.vjp(dy) if plan.bands_cotangent else apply_banded(plan.vjp, [dy])
         given = (dy,)
     else:
         grads = apply_banded(lambda *band: plan.vjp(band), list(dy))

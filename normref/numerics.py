@@ -34,6 +34,7 @@ __all__ = [
     "check_choice",
     "all_finite",
     "power_bands",
+    "in_band",
     "apply_banded",
     "ulp_distance",
     "ulps_of",
@@ -155,6 +156,17 @@ def all_finite(*arrays):
 BAND_LO, BAND_HI, BAND_WIDTH = -64, 64, 300
 
 
+def in_band(top, bottom):
+    """Whether magnitudes whose largest is ``top`` and smallest nonzero is ``bottom``
+    need no banding (:func:`power_bands` returns them whole): ``top`` in
+    ``[2**BAND_LO, 2**BAND_HI)`` and ``bottom`` within ``2**BAND_WIDTH`` of it, or
+    ``top`` zero, inf or NaN (nothing to scale, or values that propagate)."""
+    if not np.isfinite(top) or top == 0.0:
+        return True
+    k = int(np.frexp(top)[1])  # top < 2**k
+    return bool(BAND_LO < k <= BAND_HI and bottom >= np.ldexp(1.0, k - BAND_WIDTH))
+
+
 def power_bands(arrays, magnitudes=None):
     """Split the arguments of a linear map into power-of-two bands: ``[(k, scaled arrays), ...]``.
 
@@ -185,11 +197,9 @@ def power_bands(arrays, magnitudes=None):
         t, b = abs_range(m)  # one pass, no temporaries: the common case is this check
         top = t if not t <= top else top
         bottom = min(bottom, b)
-    if not np.isfinite(top) or top == 0.0:
+    if in_band(top, bottom):
         return whole
     k = int(np.frexp(top)[1])  # top < 2**k
-    if BAND_LO < k <= BAND_HI and bottom >= np.ldexp(1.0, k - BAND_WIDTH):
-        return whole
     mags = [None if a is None else np.broadcast_to(np.abs(np.asarray(m, dtype=np.float64)), np.shape(a))
             for a, m in zip(arrays, magnitudes)]
     bands = []

@@ -86,6 +86,11 @@ class Plan(abc.ABC):
     name: str = "normalizer"
     #: optional callback ``on_forward(plan)`` run once after a successful forward
     on_forward = None
+    #: True: ``vjp`` of a single-output call takes a cotangent of any magnitude and
+    #: does the power-of-two banding itself (deciding from ranges its kernels measure
+    #: while they run, instead of a separate pass); False: the caller bands it first
+    #: (:func:`normref.numerics.apply_banded`)
+    bands_cotangent = False
 
     def forward(self):
         if not hasattr(self, "_y"):
@@ -117,8 +122,16 @@ class Plan(abc.ABC):
         """Whether every differentiable argument of this call is finite."""
         return all_finite(*self._values.values())
 
+    def certify_finite(self, value):
+        """Record that ``value``, an array this plan computed, is finite: the kernel that
+        wrote it counted its non-finite entries (none), so :meth:`check_finite` needs no
+        pass of its own over it.  Identity, not equality: only that very array object."""
+        self.__dict__.setdefault("_certified", []).append(value)
+
     def check_finite(self, what, value, *also):
         """Raise ValueError if ``value`` is not finite while the arguments (and ``also``) are."""
+        if any(value is v for v in self.__dict__.get("_certified", ())):
+            return
         if all_finite(value) or not (self.inputs_finite() and all_finite(*also)):
             return
         bad = np.flatnonzero(~np.isfinite(np.asarray(value)).ravel())

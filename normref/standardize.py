@@ -62,9 +62,10 @@ from __future__ import annotations
 
 import numpy as np
 
+from . import buffers
 from .kernels import standardize as K
 from .kernels.bands import abs_range
-from .numerics import power_bands
+from .numerics import apply_banded, in_band, power_bands
 from .registry import Plan
 
 __all__ = ["Standardization", "Affine", "FixedStats"]
@@ -121,6 +122,8 @@ class Standardization(Plan):
         the forward then returns ``(y, mean, rstd)`` (``(y, rstd)`` when not
         centred), the statistics reshaped to it (module docstring).
     """
+
+    bands_cotangent = True  # vjp: the projection kernel measures the cotangent's range
 
     def __init__(self, x, partition, *, eps, center=True, eps_outside=False,
                  weight=None, bias=None, fixed=None,
@@ -203,22 +206,25 @@ class Standardization(Plan):
         # (keep_private), written by the kernel while each row is hot; the flat
         # buffer is already private when the layout had to copy
         copy_x = self._private and np.shares_memory(xf, x)
-        x_copy = np.empty_like(xf) if copy_x else np.zeros(1)
+        x_copy = buffers.scratch(xf.size) if copy_x else np.zeros(1)
+        nonfinite = np.empty(G, dtype=np.int64)
         K.standardize_forward(
             xf, layout.shape5, layout.strides, layout.param_strides, gamma, beta,
             self.weight is not None, self.bias is not None,
             self.center, self.eps, self.eps_outside, fm, rstd, fs, self.fixed is not None,
-            buf, mu_hi, mu_lo, scale, F, c, var, x_copy, copy_x,
+            buf, mu_hi, mu_lo, scale, F, c, var, x_copy, copy_x, nonfinite,
         )
         if copy_x:
             self._xf = x_copy
             self._values[self.names[0]] = self.x = x_copy.reshape(x.shape)
         if self.fixed is not None:
             var = fv.copy()
-        y = to_S(buf)
+        y = to_S(buf).reshape(x.shape)
         self.stats = (mu_hi, mu_lo, scale, F, c, var)
         self._check_denominators()
-        return self._with_stats(y.reshape(x.shape))
+        if not nonfinite.any():
+            self.certify_finite(y)
+        return self._with_stats(y)
 
     def _fixed_arrays(self):
         """The fixed statistics per group, flat: ``(mean, var, (var + eps)^-1/2)``."""
@@ -317,12 +323,16 @@ class Standardization(Plan):
     def _project(self, v, with_gamma, param_grads, gamma=None):
         """A (gamma v) per group, plus group sums and optional parameter partials.
 
-        ``gamma`` (flat, optional) replaces the weight (a power-of-two band of it)."""
+        ``gamma`` (flat, optional) replaces the weight (a power-of-two band of it).
+        Also returns ``(finite, top, bottom)``: whether the kernel wrote only finite
+        values, and the largest and smallest nonzero ``|v|`` it read."""
         layout = self.layout
         G = layout.n_groups
         vf = layout.flat(v)
         buf, to_S = layout.empty()
         sum_v, sum_vx = np.empty(G), np.empty(G)
+        nonfinite = np.empty(G, dtype=np.int64)
+        vrange = np.empty((G, 2))
         P = max(self.partition.affine_size, 1)
         nchunks = min(G, _NCHUNKS)
         if param_grads:
@@ -337,14 +347,20 @@ class Standardization(Plan):
         K.standardize_project(
             self._xf, layout.shape5, layout.strides, layout.param_strides, gamma, use_gamma,
             vf, center, mu_hi, mu_lo, scale, F, c, buf, sum_v, sum_vx, param_grads, nchunks,
-            pg_g, pg_b,
+            pg_g, pg_b, nonfinite, vrange,
         )
         out = to_S(buf)
-        return out.reshape(self.x.shape), sum_v, sum_vx, pg_g, pg_b
+        tops = vrange[:, 0]
+        top = np.nan if np.isnan(tops).any() else float(tops.max())
+        checks = (not nonfinite.any(), top, float(vrange[:, 1].min()))
+        return out.reshape(self.x.shape), sum_v, sum_vx, pg_g, pg_b, checks
 
     def vjp(self, cotangent):
         if self.stats_shape is None:
-            return self._vjp_output(cotangent)
+            # the projection kernel measures the cotangent's range as it reads it: band
+            # (and redo) only when that range needs it
+            grads = self._vjp_output(cotangent, check_band=True)
+            return grads if grads is not None else apply_banded(self._vjp_output, [cotangent])
         dy, *dstats = cotangent
         self.forward()
         grads = (self._vjp_output(dy) if dy is not None
@@ -352,7 +368,7 @@ class Standardization(Plan):
         self._vjp_stats(dict(zip(self.output_names[1:], dstats)), grads)
         return grads
 
-    def _vjp_output(self, dy):
+    def _vjp_output(self, dy, check_band=False):
         self.forward()
         nx, nw, nb = self.names
         if self.empty:
@@ -367,7 +383,10 @@ class Standardization(Plan):
                 bands = [(k, band) for k, (band,) in power_bands([self.weight.flat])]
         grads = None
         for k, gamma in bands:
-            g = self._vjp(dy, gamma, with_params=grads is None)
+            need = [] if check_band and grads is None else None
+            g = self._vjp(dy, gamma, with_params=grads is None, need_band=need)
+            if need:
+                return None
             if k:
                 with np.errstate(over="ignore"):
                     g = {n: np.ldexp(v, k) if n not in (nw, nb) else v for n, v in g.items()}
@@ -378,10 +397,16 @@ class Standardization(Plan):
                     grads[n] = grads[n] + v
         return grads
 
-    def _vjp(self, dy, gamma=None, with_params=True):
+    def _vjp(self, dy, gamma=None, with_params=True, need_band=None):
         nx, nw, nb = self.names
         want = with_params and (self.weight is not None or self.bias is not None)
-        dx, sum_v, sum_vx, pg_g, pg_b = self._project(dy, True, want, gamma)
+        dx, sum_v, sum_vx, pg_g, pg_b, (finite, top, bottom) = self._project(dy, True, want,
+                                                                             gamma)
+        if need_band is not None and not in_band(top, bottom):
+            need_band.append(True)
+            return None
+        if finite:
+            self.certify_finite(dx)
         grads = {nx: dx}
         if want and self.weight is not None:
             grads[nw] = pg_g.sum(axis=0).reshape(self.weight.value.shape)
@@ -479,7 +504,7 @@ class Standardization(Plan):
         S = self.partition.split_shape
         ty_s = ty.reshape(S)
         if nx in tangents:
-            ax, sum_v, sum_vx, _, _ = self._project(tangents[nx], False, False)
+            ax, sum_v, sum_vx, _, _, _ = self._project(tangents[nx], False, False)
             sums = (sum_v, sum_vx)
             ax = ax.reshape(S)
             if self.weight is not None:

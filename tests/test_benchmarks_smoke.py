@@ -121,6 +121,32 @@ def test_normref_within_target_on_tiny_case(op):
             assert row["normref"] <= accuracy.TARGET_ULPS, (op, offset, affine, row)
 
 
+@pytest.mark.parametrize("op, shape", [("batch_norm", (2, 1, 56, 56)), ("group_norm", (1, 8, 28, 28)),
+                                       ("layer_norm", (2, 4096)), ("rms_norm", (2, 4096))])
+def test_normref_within_target_on_realistic_groups_at_1e12(op, shape):
+    # groups of 6272 and rows of 4096 values: the mean's low part must be kept as a
+    # renormalized double-double (one unrenormalized double missed by 15-43 ulps here)
+    normref, err = accuracy.load_normref()
+    if normref is None:
+        pytest.fail(f"normref does not import: {err}")
+    for affine in (False, True):
+        case = accuracy.make_case(op, 1e12, affine, shape=shape, seed=[7, int(affine)])
+        row = accuracy.measure(case, normref=normref, torch=None)
+        assert row["normref"] <= accuracy.TARGET_ULPS, (op, affine, row)
+        assert row["worst"][2] == row["normref"]
+
+
+def test_accuracy_rows_cover_realistic_groups():
+    rows = accuracy.rows_for(accuracy.OPS)
+    large = [r for r in rows if r[3] != accuracy.SHAPES[r[0]]]
+    sizes = {(op, accuracy.group_size(op, shape)) for op, _, _, shape in large}
+    assert sizes == {("batch_norm", 6272), ("group_norm", 6272), ("layer_norm", 768),
+                     ("layer_norm", 4096), ("rms_norm", 768), ("rms_norm", 4096)}
+    # every offset, with and without affine, for every realistic shape
+    assert len(large) == 6 * len(accuracy.OFFSETS) * 2
+    assert len(accuracy.rows_for(accuracy.OPS, large=False)) == 4 * (len(accuracy.OFFSETS) + 1)
+
+
 @pytest.mark.skipif(not HAVE_TORCH, reason="torch not installed (speed.py needs it for its table)")
 def test_speed_quick_runs_and_prints_tables():
     proc = subprocess.run(
@@ -129,11 +155,16 @@ def test_speed_quick_runs_and_prints_tables():
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     out = proc.stdout
-    for head in ("normref ms", "torch ms", "numpy ms", "memcpy ms", "normref/torch",
-                 "normref.jacobian ms", "torch.func.jacrev ms", "targets:"):
+    for head in ("normref ms", "kernel ms", "torch ms", "jax ms", "numpy ms", "memcpy ms",
+                 "torch/normref", "jax/normref", "kernel/memcpy", "normref.jacobian ms",
+                 "torch.func.jacrev ms", "targets:", "load average at start",
+                 "load average at end", "first call in a fresh process"):
         assert head in out, head
-    for op in ("batch_norm", "group_norm", "layer_norm"):
-        assert op in out
+    for op in ("batch_norm", "group_norm", "layer_norm", "rms_norm"):
+        assert f"{op} fwd+bwd: normref" in out, op
+        assert f"{op} forward kernel: " in out, op
+    # the subprocess found the kernels uncompiled after the import, and compiled them
+    assert "import normref compiles nothing: PASS" in out
 
 
 def test_whitening_quick_runs_and_prints_table():
@@ -148,7 +179,7 @@ def test_whitening_quick_runs_and_prints_table():
 
 
 def test_accuracy_main_prints_table(capsys):
-    assert accuracy.main(["--ops", "rms_norm"]) == 0
+    assert accuracy.main(["--ops", "rms_norm", "--small"]) == 0
     out = capsys.readouterr().out
     assert "numpy two-pass" in out and "target: normref <= 4 ulps everywhere" in out
 

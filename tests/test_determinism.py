@@ -15,13 +15,18 @@ CALLS = [
     ("group_norm", lambda x, w, b: ((x, 4, w, b), {})),
     ("layer_norm", lambda x, w, b: ((x, x.shape[-1:], np.ones(x.shape[-1]), None), {})),
     ("instance_norm", lambda x, w, b: ((x, None, None, w, b), {})),
+    ("rms_norm", lambda x, w, b: ((x, x.shape[-1:], np.ones(x.shape[-1])), {})),
+    ("mean_variance_norm", lambda x, w, b: ((x,), {})),
 ]
 
 
+# offset 7: one statistics pass about 0; 1e9: the second pass about the mean
+@pytest.mark.parametrize("offset", [7.0, 1e9])
 @pytest.mark.parametrize("name,make", CALLS, ids=[c[0] for c in CALLS])
-def test_thread_count_and_serial_build_give_identical_bits(name, make, monkeypatch):
+def test_thread_count_and_serial_build_give_identical_bits(name, make, offset, monkeypatch):
     rng = np.random.default_rng(5)
-    x = rng.standard_normal((16, 8, 24, 20)) * 3 + 7  # 61440 elements: parallel path
+    # 61440 elements: parallel path; rows of 20: a lane tail of 4
+    x = rng.standard_normal((16, 8, 24, 20)) * 3 + offset
     assert x.size >= dispatch.PARALLEL_MIN_SIZE
     w, b = rng.standard_normal(8), rng.standard_normal(8)
     dy = rng.standard_normal(x.shape)

@@ -70,7 +70,7 @@ from numba import njit
 
 from . import restamp
 from ._dispatch import JIT
-from .compensated import neumaier_add
+from .compensated import neumaier_add, two_prod
 
 _BIG = 1.7976931348623157e308    # largest finite float64
 _LN2 = math.log(2.0)
@@ -135,15 +135,9 @@ def _pair_add(am, ae, bm, be):
 
 @njit(**JIT)
 def _two_prod_err(a, b, p):
-    """Error of ``p = fl(a * b)`` (Dekker), for ``|a|, |b| < 2**996``."""
-    c = 134217729.0
-    t = c * a
-    ah = t - (t - a)
-    al = a - ah
-    t = c * b
-    bh = t - (t - b)
-    bl = b - bh
-    return ((ah * bh - p) + ah * bl + al * bh) + al * bl
+    """Error of ``p = fl(a * b)`` (Dekker's product, :func:`~normref.kernels.compensated.two_prod`),
+    for ``|a|, |b| < 2**996``."""
+    return two_prod(a, b)[1]
 
 
 @njit(**JIT)
